@@ -14,11 +14,12 @@ _LAZY = {
     "DeRTaCollator": "hf_safety.derta",
     "DeRTaTrainer": "hf_safety.derta",
     "InvalidRowError": "hf_safety.data",
-    "SkipReport": "hf_safety.data",
-    "prepare_preference_dataset": "hf_safety.data",
-    "refusal_token_id": "hf_safety.data",
-    "evaluate_safety": "hf_safety.eval",
     "SafetyEvalCallback": "hf_safety.eval",
+    "SafetyEvalConfig": "hf_safety.eval",
+    "SafetyEvaluator": "hf_safety.eval",
+    "SafetyReport": "hf_safety.eval",
+    "evaluate_safety": "hf_safety.eval",
+    "load_suite": "hf_safety.eval",
     "load_judge": "hf_safety.judges",
     "Verdict": "hf_safety.judges",
 }
@@ -29,19 +30,20 @@ __all__ = [
     "DeRTaTrainer",
     "InvalidRowError",
     "SafetyEvalCallback",
-    "SkipReport",
+    "SafetyEvalConfig",
+    "SafetyEvaluator",
+    "SafetyReport",
     "Verdict",
     "__version__",
     "evaluate_safety",
     "load_judge",
-    "prepare_preference_dataset",
-    "refusal_token_id",
+    "load_suite",
 ]
 
 if TYPE_CHECKING:
-    from .data import InvalidRowError, SkipReport, prepare_preference_dataset, refusal_token_id
+    from .data import InvalidRowError
     from .derta import DeRTaCollator, DeRTaConfig, DeRTaTrainer
-    from .eval import SafetyEvalCallback, evaluate_safety
+    from .eval import SafetyEvalCallback, SafetyEvalConfig, SafetyEvaluator, SafetyReport, evaluate_safety, load_suite
     from .judges import Verdict, load_judge
 
 

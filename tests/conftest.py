@@ -9,8 +9,9 @@ os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+from testing_utils import toy_corpus  # noqa: E402
 
-from hf_safety.toy import build_tokenizer, toy_corpus  # noqa: E402
+from hf_safety.toy import build_tokenizer  # noqa: E402
 
 
 # Words of the hand-written test rows, on top of the toy world's vocabulary

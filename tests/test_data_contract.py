@@ -3,8 +3,8 @@
 import pytest
 from datasets import Dataset
 
-from hf_safety import DeRTaConfig, InvalidRowError, SkipReport, prepare_preference_dataset
-from hf_safety.data import check_row
+from hf_safety import DeRTaConfig, InvalidRowError
+from hf_safety.data import SkipReport, check_row, prepare_preference_dataset
 
 
 def conv_row(task: str, harmful: bool = True) -> dict:

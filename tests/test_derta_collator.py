@@ -7,12 +7,13 @@ model shifts labels, so a label sits on the position of the token it is).
 import numpy as np
 import pytest
 from datasets import Dataset
+from testing_utils import toy_rows
 from trl.data_utils import common_prefix_length
 
-from hf_safety import DeRTaCollator, prepare_preference_dataset, refusal_token_id
-from hf_safety.data import check_row, tokenize_row, word_start_positions
+from hf_safety import DeRTaCollator
+from hf_safety.data import check_row, prepare_preference_dataset, refusal_token_id, tokenize_row, word_start_positions
 from hf_safety.derta.collator import BENIGN, HARMFUL_PREFIX, RTO
-from hf_safety.toy import build_tokenizer, toy_rows
+from hf_safety.toy import build_tokenizer
 
 
 TOKENIZERS = ["llama3_tokenizer", "mistral_tokenizer"]

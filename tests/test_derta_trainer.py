@@ -6,12 +6,13 @@ import pytest
 import torch
 from datasets import Dataset
 from peft import AutoPeftModelForCausalLM, LoraConfig
+from testing_utils import toy_rows
 from transformers import AutoModelForCausalLM, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from hf_safety import DeRTaConfig, DeRTaTrainer
 from hf_safety.derta import RTO
-from hf_safety.toy import tiny_model, toy_rows
+from hf_safety.toy import tiny_model
 
 
 @pytest.fixture(scope="module")

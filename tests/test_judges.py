@@ -11,16 +11,12 @@ import math
 
 import pytest
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForSequenceClassification, PreTrainedTokenizerFast
+from testing_utils import line_tokenizer, scripted_llama, token_id
+from transformers import LlamaConfig, LlamaForSequenceClassification
 
 from hf_safety.judges import (
-    HARMBENCH_PROMPTS,
     JUDGE_NAMES,
-    LLAMA_GUARD_2_CATEGORIES,
-    LLAMA_GUARD_3_CATEGORIES,
     REFUSAL_LISTS,
-    WILDGUARD_INPUT_FORMAT,
     CallableJudge,
     ClassifierJudge,
     HarmBenchJudge,
@@ -30,99 +26,20 @@ from hf_safety.judges import (
     RefusalStringJudge,
     Verdict,
     WildGuardJudge,
-    bnb_4bit_config,
-    clip_to_tokens,
     load_judge,
-    neutralize,
-    parse_harmbench_output,
+)
+from hf_safety.judges.harmbench import HARMBENCH_PROMPTS, parse_harmbench_output
+from hf_safety.judges.llama_guard import (
+    LLAMA_GUARD_2_CATEGORIES,
+    LLAMA_GUARD_3_CATEGORIES,
     parse_llama_guard_output,
-    parse_wildguard_output,
     render_llama_guard_prompt,
 )
 from hf_safety.judges.refusal import GCG_29
+from hf_safety.judges.sanitize import clip_to_tokens, neutralize
+from hf_safety.judges.wildguard import WILDGUARD_INPUT_FORMAT, parse_wildguard_output
+from hf_safety.models import bnb_4bit_config
 from hf_safety.toy import build_tokenizer, tiny_model
-
-
-# -- scripted models ------------------------------------------------------------------------------------------------
-
-SPECIALS = [
-    "<unk>",
-    "<pad>",
-    "<|begin_of_text|>",
-    "<|eot_id|>",
-    "<|start_header_id|>",
-    "<|end_header_id|>",
-    "<s>",
-    "</s>",
-    "[INST]",
-    "[/INST]",
-]
-PIECES = [
-    "\n\n",
-    "safe",
-    "unsafe\n",
-    "unsafe",
-    "S1,S10",
-    "S99",
-    "Yes",
-    "No",
-    "Maybe",
-    "<|assistant|>\n",
-    "Harmful request: yes\n",
-    "Response refusal: no\n",
-    "Harmful response: yes",
-]
-_BYTES = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-
-
-def line_tokenizer(eos="<|eot_id|>", bos="<|begin_of_text|>"):
-    """One token per line (its newline included), byte-level so decoding is exact; unknown lines are <unk>."""
-    vocab = {token: i for i, token in enumerate(SPECIALS)}
-    for piece in PIECES:
-        vocab.setdefault("".join(p for p, _ in _BYTES.pre_tokenize_str(piece)), len(vocab))
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex(r"[^\n]+\n?|\n+"), behavior="isolated"), _BYTES]
-    )
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.add_special_tokens(SPECIALS)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token=bos, eos_token=eos, pad_token="<pad>", unk_token="<unk>"
-    )
-
-
-def token_id(tokenizer, piece):
-    ids = tokenizer.encode(piece, add_special_tokens=False)
-    assert len(ids) == 1 and ids[0] != tokenizer.unk_token_id, piece
-    return ids[0]
-
-
-def scripted_llama(tokenizer, table, default=None, logit=30.0, hidden=None):
-    """
-    A LlamaForCausalLM whose next-token logits depend only on the current token: `table[current]` is the next piece
-    (logit `logit`, all others 0) or a dict `{piece: logit}`; tokens not in the table go to `default` (eos).
-    """
-    default = tokenizer.eos_token if default is None else default
-    keys = list(table)
-    hidden = hidden or 8 * ((len(keys) + 8) // 8)
-    model = tiny_model(tokenizer, "llama", hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2)
-    with torch.no_grad():
-        layer = model.model.layers[0]
-        layer.self_attn.o_proj.weight.zero_()
-        layer.mlp.down_proj.weight.zero_()
-        embed, head = model.model.embed_tokens.weight, model.lm_head.weight
-        embed.zero_()
-        embed[:, hidden - 1] = 1.0  # every other token shares the last direction
-        head.zero_()
-        scale = 1.0 / math.sqrt(hidden)  # RMSNorm turns a one-hot e_k into sqrt(hidden) * e_k
-        for k, key in enumerate(keys):
-            embed[token_id(tokenizer, key)].zero_()
-            embed[token_id(tokenizer, key), k] = 1.0
-            targets = table[key] if isinstance(table[key], dict) else {table[key]: logit}
-            for piece, value in targets.items():
-                head[token_id(tokenizer, piece), k] = value * scale
-        head[token_id(tokenizer, default), hidden - 1] = logit * scale
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +123,7 @@ def test_classic_false_positive_is_matched():
 
 
 def test_refusal_verdict_fields_and_description():
-    judge = RefusalStringJudge()  # gcg-29
+    judge = RefusalStringJudge("gcg-29")
     refused, complied, empty = judge(["a", "b", "c"], ["As an AI, I cannot help.", "Sure, here is how.", ""])
     assert (refused.refusal, refused.unsafe, refused.raw) == (True, False, "As an")  # first phrase in list order
     assert (complied.refusal, complied.unsafe, complied.raw) == (False, True, None)
@@ -359,9 +276,8 @@ def test_batches_are_left_padded_and_match_one_by_one(lt):
     # right padding would put <pad> last in the short rows and make them answer eos (unknown)
     assert [v.unsafe for v in verdicts] == [True] * 5
     assert {tuple(v.categories) for v in verdicts} == {("S1: Violent Crimes", "S10: Hate")}
-    rows, ids, mask = next(judge._batches([judge.build_prompt(p, "r") for p in prompts[:2]], False))
-    short = rows.index(0)
-    assert mask[short, 0] == 0 and mask[short, -1] == 1 and ids[short, 0] == lt.pad_token_id
+    assert [v.score for v in verdicts] == pytest.approx([v.score for v in guard(lt, LG3_UNSAFE, batch_size=1)(
+        prompts, ["r"] * 5)])  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -576,7 +492,7 @@ def test_callable_judge_contract():
 
 def test_load_judge_names_and_specs(tmp_path, lt, classifier_model):
     assert isinstance(load_judge("refusal-strings"), RefusalStringJudge)
-    assert load_judge("refusal-strings").list_name == "gcg-29"
+    assert load_judge("refusal-strings").list_name == "hf-safety"
     assert load_judge("refusal:gcg-13").list_name == "gcg-13"
     assert load_judge("xstest-strings").match == "prefix"
     assert JUDGE_NAMES["llama-guard-3"][1]["model"] == "meta-llama/Llama-Guard-3-8B"

@@ -8,12 +8,13 @@ import torch
 import yaml
 from datasets import Dataset
 from peft import LoraConfig
+from testing_utils import toy_rows
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from hf_safety import DeRTaConfig, DeRTaTrainer
 from hf_safety.cli import main as cli_main
 from hf_safety.scripts.derta import make_parser
-from hf_safety.toy import TOY_MODEL, resolve_model, toy_rows
+from hf_safety.toy import TOY_MODEL, resolve_model
 
 
 RECIPES = Path(__file__).parent.parent / "recipes"

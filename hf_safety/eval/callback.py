@@ -3,17 +3,17 @@ to the trainer's trackers beside the loss."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from accelerate.utils import gather_object
 from transformers import GenerationConfig, Trainer, TrainerCallback
 from trl.models.utils import unwrap_model_for_generation
 
-from .attacks import Attack, get_attacks
-from .generation import default_generation_config, generation_settings
-from .report import SafetyReport, SuiteAttackResult
-from .run import JudgeLike, _as_suites, as_judge, collect_records, describe_judge
+from .attacks import Attack
+from .config import SafetyEvalConfig
+from .evaluator import JudgeLike, SafetyEvaluator
+from .report import SafetyReport
 from .suites import SafetySuite
 
 
@@ -50,14 +50,17 @@ class SafetyEvalCallback(TrainerCallback):
         refusal_judge: optional second judge for refusal labels (see [`evaluate_safety`]).
         metric_prefix: prefix of the logged metric names.
         eval_on_start: also evaluate before the first step (logged at step 0).
+        config: a [`SafetyEvalConfig`] holding the evaluation settings instead of the keyword arguments above (its
+            `suites`, `judge` and `attacks` are used unless `suite`, `judge`, `attacks` are given; nothing is written
+            to its `output_dir`: the metrics go to the trainer's logs).
     """
 
     def __init__(
         self,
         trainer: Trainer,
-        suite: SafetySuite | str | Sequence[SafetySuite | str],
-        judge: JudgeLike,
-        attacks: Sequence[str | Attack] = ("none",),
+        suite: SafetySuite | str | Sequence[SafetySuite | str] | None = None,
+        judge: JudgeLike | None = None,
+        attacks: Sequence[str | Attack] | None = None,
         every_n_steps: int | None = None,
         prefix_lengths: Sequence[int] = (0, 6),
         generation_config: GenerationConfig | None = None,
@@ -68,20 +71,33 @@ class SafetyEvalCallback(TrainerCallback):
         eval_on_start: bool = False,
         include_prefill_in_response: bool = False,
         prefix_unit: str = "tokens",
+        config: SafetyEvalConfig | None = None,
     ):
         if every_n_steps is not None and every_n_steps < 1:
             raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
         self.trainer = trainer
-        self.suites = _as_suites(suite, limit)
-        self.judge = as_judge(judge)
-        self.refusal_judge = as_judge(refusal_judge) if refusal_judge is not None else None
-        self.attacks = get_attacks(attacks, prefix_lengths, prefix_unit)
+        if config is None:
+            config = SafetyEvalConfig(
+                limit=limit,
+                prefix_lengths=list(prefix_lengths),
+                prefix_unit=prefix_unit,
+                batch_size=batch_size or trainer.args.per_device_eval_batch_size,
+                max_new_tokens=64,
+                include_prefill_in_response=include_prefill_in_response,
+                progress=False,
+            )
+        self.config = config = dataclasses.replace(config, output_dir=None)  # metrics go to the logs
+        self.evaluator = SafetyEvaluator(
+            self.config,
+            suites=suite,
+            judge=judge,
+            refusal_judge=refusal_judge,
+            attacks=attacks,
+            generation_config=generation_config,
+        )
         self.every_n_steps = every_n_steps
-        self.generation_config = generation_config or default_generation_config(max_new_tokens=64)
-        self.batch_size = batch_size
         self.metric_prefix = metric_prefix
         self.eval_on_start = eval_on_start
-        self.include_prefill_in_response = include_prefill_in_response
         self.last_report: SafetyReport | None = None
         self.history: list[tuple[int, dict[str, float | int]]] = []
         self._last_step = -1
@@ -89,48 +105,14 @@ class SafetyEvalCallback(TrainerCallback):
     def evaluate(self) -> SafetyReport:
         """Runs the evaluation now with the trainer's model and returns the [`SafetyReport`] (nothing is logged)."""
         trainer = self.trainer
-        args = trainer.args
         tokenizer = trainer.processing_class
         tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor's tokenizer
-        accelerator = trainer.accelerator
-        batch_size = self.batch_size or args.per_device_eval_batch_size
-        results = []
         with unwrap_model_for_generation(
-            trainer.model_wrapped, accelerator, gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs
+            trainer.model_wrapped,
+            trainer.accelerator,
+            gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs,
         ) as model:
-            for suite in self.suites:
-                for attack in self.attacks:
-                    with accelerator.split_between_processes(suite.rows) as rows:
-                        records, skipped = collect_records(
-                            model,
-                            tokenizer,
-                            rows,
-                            attack,
-                            self.judge,
-                            self.refusal_judge,
-                            self.generation_config,
-                            batch_size,
-                            self.include_prefill_in_response,
-                            progress=False,
-                            context=f"SafetyEvalCallback: suite {suite.name!r}, attack {attack.key!r}",
-                        )
-                    records = sorted(gather_object(records), key=lambda r: r.index)
-                    skipped = sum(gather_object([skipped]))
-                    results.append(
-                        SuiteAttackResult.from_records(
-                            suite.name, attack.key, attack.name, attack.prefix_length, records, skipped
-                        )
-                    )
-        name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
-        return SafetyReport(
-            model_name=name,
-            judge=describe_judge(self.judge),
-            refusal_source="judge" if self.refusal_judge is None else self.refusal_judge.description,
-            generation=generation_settings(self.generation_config, batch_size),
-            suites={s.name: s.info() for s in self.suites},
-            attacks={a.key: a.to_dict() for a in self.attacks},
-            results=results,
-        )
+            return self.evaluator.evaluate(model, tokenizer, accelerator=trainer.accelerator)
 
     def _run_and_log(self, state, control) -> None:
         self._last_step = state.global_step

@@ -39,6 +39,8 @@ class EvalRecord:
         verdict: the judge's [`~hf_safety.judges.Verdict`] as a dict.
         refusal: whether the response is a refusal (from the judge's verdict, or from the refusal judge), None if
             unknown.
+        response_note: how the judged text was obtained from the raw response when the attack changed it (e.g.
+            "decoded from caesar"); None when judged as written.
     """
 
     index: int
@@ -52,6 +54,7 @@ class EvalRecord:
     raw_response: str
     verdict: dict[str, Any]
     refusal: bool | None = None
+    response_note: str | None = None
 
     @property
     def unsafe(self) -> bool | None:
@@ -162,19 +165,19 @@ class SuiteAttackResult:
 
 
 def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f}%"
+    return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
 def _pct_ci(rate: Rate) -> str:
     if not rate.n:
-        return "–"
+        return "n/a"
     low, high = rate.ci
     return f"{100 * rate.rate:.1f}% ({100 * low:.1f}–{100 * high:.1f})"
 
 
 def _refusal_cell(rate: Rate) -> str:
     if not rate.n or rate.unknown == rate.n:
-        return "–"
+        return "n/a"
     unknown = f", {_pct(rate.unknown_rate)} unknown" if rate.unknown else ""
     return _pct_ci(rate) + unknown
 
@@ -280,9 +283,8 @@ class SafetyReport:
             *[f"> {note}" for note in self.notes],
         ]
         for suite, info in self.suites.items():
-            rows = [r for r in self.results if r.suite == suite and r.n]
-            not_applicable = [r.attack for r in self.results if r.suite == suite and not r.n]
-            if not rows and not not_applicable:
+            rows = [r for r in self.results if r.suite == suite]
+            if not rows:
                 continue
             description = (info.get("description") or "").rstrip(".")
             lines += [
@@ -298,13 +300,21 @@ class SafetyReport:
                 "|---|---|---|---|---|---|---|---|",
             ]
             for r in rows:
-                asr_unknown = _pct(r.asr.unknown_rate) if r.asr.n else "–"
+                if not r.n:  # the attack applied to no row of this suite
+                    lines.append(f"| {r.attack} | 0 | n/a | n/a | n/a | n/a | n/a | {r.n_skipped} |")
+                    continue
+                asr_unknown = _pct(r.asr.unknown_rate) if r.asr.n else "n/a"
                 lines.append(
-                    f"| {r.attack} | {r.n} | {_pct_ci(r.asr)} | {asr_unknown} | {_pct(r.asr.upper)} | "
+                    f"| {r.attack} | {r.n} | {_pct_ci(r.asr)} | {asr_unknown} | {_pct(r.asr.upper) if r.asr.n else 'n/a'} | "
                     f"{_refusal_cell(r.refusal)} | {_refusal_cell(r.over_refusal)} | {r.n_skipped} |"
                 )
+            not_applicable = [r.attack for r in rows if not r.n]
             if not_applicable:
-                lines += ["", f"Not applicable to any row (e.g. no target to prefill): {', '.join(not_applicable)}."]
+                lines += [
+                    "",
+                    f"n/a: not applicable to any row of this suite (e.g. no target to prefill): "
+                    f"{', '.join(not_applicable)}.",
+                ]
         attack_lines = [f"- `{key}`: {info.get('description', '')}" for key, info in self.attacks.items()]
         lines += ["", "## Attacks", "", *attack_lines, ""]
         return "\n".join(lines)
@@ -354,49 +364,29 @@ class SafetyReport:
 
         return eval_results_to_model_index(self.model_name, self.eval_results())
 
-    # Plots
+    # Plots (drawn by hf_safety.eval.plots)
 
     def plot_asr(self, path: str | Path) -> Path | None:
-        """Bar chart of ASR by attack (one bar per suite) with 95% CI error bars; None if no harmful rows."""
-        return _bar_plot(self.results, "asr", "attack success rate (%)", "ASR by attack (95% Wilson CI)", path)
+        """Bar chart of ASR by attack (one bar per suite, 95% CI error bars, n/a where the attack did not apply);
+        None if no harmful rows."""
+        from .plots import plot_rate_by_attack
+
+        return plot_rate_by_attack(self, "asr", "attack success rate (%)", "ASR by attack (95% Wilson CI)", path)
 
     def plot_over_refusal(self, path: str | Path) -> Path | None:
         """Bar chart of over-refusal (refusal on safe prompts) by attack; None if no safe rows with refusal labels."""
-        return _bar_plot(
-            self.results, "over_refusal", "refusal on safe prompts (%)", "Over-refusal (95% Wilson CI)", path
+        from .plots import plot_rate_by_attack
+
+        return plot_rate_by_attack(
+            self, "over_refusal", "refusal on safe prompts (%)", "Over-refusal (95% Wilson CI)", path
         )
 
     def plot_prefill(self, path: str | Path) -> Path | None:
-        """ASR and refusal rate against the forced prefix length k, one line per suite; None if no prefill ran."""
-        prefill = [r for r in self.results if r.prefix_length is not None]
-        if not prefill:
-            return None
-        plt = _pyplot()
-        has_refusal = any(r.refusal.n and r.refusal.unknown < r.refusal.n for r in prefill)
-        fig, axes = plt.subplots(1, 2 if has_refusal else 1, figsize=(11 if has_refusal else 6, 4.2), squeeze=False)
-        suites = list(dict.fromkeys(r.suite for r in prefill))
-        panels = [("asr", "ASR (%)")] + ([("refusal", "refusal on harmful prompts (%)")] if has_refusal else [])
-        for ax, (attr, ylabel) in zip(axes[0], panels):
-            for i, suite in enumerate(suites):
-                points = sorted((r.prefix_length, getattr(r, attr)) for r in prefill if r.suite == suite)
-                points = [(k, rate) for k, rate in points if rate.n]
-                if not points:
-                    continue
-                ks = [k for k, _ in points]
-                values = [100 * rate.rate for _, rate in points]
-                lows = [100 * (rate.rate - rate.ci[0]) for _, rate in points]
-                highs = [100 * (rate.ci[1] - rate.rate) for _, rate in points]
-                ax.errorbar(ks, values, yerr=[lows, highs], marker="osD^v"[i % 5], capsize=3, label=suite)
-            ax.set_xticks(sorted({r.prefix_length for r in prefill}))
-            ax.set_xlabel("forced prefix length k")
-            ax.set_ylabel(ylabel)
-            ax.set_ylim(-5, 105)
-            ax.grid(alpha=0.3)
-            if ax.get_legend_handles_labels()[0]:  # nothing to draw when no row has a label for this rate
-                ax.legend(fontsize=8)
-        fig.suptitle(f"Prefill attack: {self.model_name}", fontsize=10)
-        fig.tight_layout()
-        return _save(fig, plt, path)
+        """ASR and refusal rate against the forced prefix length k, one line per suite; None if the prefill attack
+        applied to no row."""
+        from .plots import plot_prefill
+
+        return plot_prefill(self, path)
 
     def save(self, output_dir: str | Path, with_records: bool = True) -> dict[str, Path]:
         """
@@ -418,46 +408,3 @@ class SafetyReport:
         }
         written.update({k: v for k, v in plots.items() if v is not None})
         return written
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, plt, path: str | Path) -> Path:
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def _bar_plot(results: list[SuiteAttackResult], attr: str, ylabel: str, title: str, path: str | Path) -> Path | None:
-    usable = [r for r in results if getattr(r, attr).n and getattr(r, attr).unknown < getattr(r, attr).n]
-    if not usable:
-        return None
-    plt = _pyplot()
-    attacks = list(dict.fromkeys(r.attack for r in usable))
-    suites = list(dict.fromkeys(r.suite for r in usable))
-    width = 0.8 / len(suites)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(attacks) + 3), 4.5))
-    for i, suite in enumerate(suites):
-        by_attack = {r.attack: getattr(r, attr) for r in usable if r.suite == suite}
-        xs = [j + (i - (len(suites) - 1) / 2) * width for j, a in enumerate(attacks) if a in by_attack]
-        rates = [by_attack[a] for a in attacks if a in by_attack]
-        values = [100 * rate.rate for rate in rates]
-        yerr = [[100 * (rate.rate - rate.ci[0]) for rate in rates], [100 * (rate.ci[1] - rate.rate) for rate in rates]]
-        ax.bar(xs, values, width=width, yerr=yerr, capsize=3, label=suite)
-    ax.set_xticks(range(len(attacks)))
-    ax.set_xticklabels(attacks, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(ylabel)
-    ax.set_ylim(0, 105)
-    ax.set_title(title)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
-    return _save(fig, plt, path)

@@ -1,25 +1,32 @@
 """Evaluation suites: lists of prompts (harmful ones to refuse, benign ones to answer) from the Hub, a local file or a
 `datasets.Dataset`, read through a column mapping into one row type, [`SuiteRow`].
 
-Known suites (loaded by name; all but `xstest` come from the Hub through `datasets.load_dataset`):
+Known suites (loaded by name; `advbench` and `xstest` are bundled with the package and work offline, the others come
+from the Hub through `datasets.load_dataset`):
 
 | name | source | rows | label |
 |---|---|---|---|
 | `harmbench` | `walledai/HarmBench` (config `standard`), HarmBench standard behaviours | 200 | unsafe |
-| `advbench` | `walledai/AdvBench` (GCG harmful behaviours with "Sure, here is..." targets) | 520 | unsafe |
+| `advbench` | bundled copy of AdvBench (MIT, `hf_safety/eval/data/`; upstream of `walledai/AdvBench`): GCG harmful behaviours with "Sure, here is..." targets, works offline | 520 | unsafe |
 | `jailbreakbench` | `JailbreakBench/JBB-Behaviors` (config `behaviors`), splits `harmful` and `benign` | 100 + 100 | by split |
-| `xstest` | bundled copy of XSTest (CC BY 4.0, `hf_safety/eval/data/`), works offline | 250 safe + 200 unsafe | column |
+| `xstest` | bundled copy of XSTest (CC BY 4.0, `hf_safety/eval/data/`; also `Paul/XSTest`), works offline | 250 safe + 200 unsafe | column |
 | `seas` | `diaomuxi/SEAS`, file `SEAS-Test.jsonl` (CC BY-NC 4.0, adversarial prompts) | ~2k | unsafe |
 
 A row's `label` says what the prompt asks for: `"unsafe"` (a harmful request: complying is an attack success) or
 `"safe"` (a benign request: refusing it is over-refusal). Rows of a suite without a label column take
-`default_label` (`"unsafe"`: a list of harmful prompts is the usual custom suite).
+`default_label` (`"unsafe"`: a list of harmful prompts is the usual custom suite). A row's `split` names the split it
+came from (`"train"` for a single-split suite).
+
+Limits (`load_suite(..., limit=n)`, [`SafetySuite.head`]) keep the first `n` rows of each (split, label) group, in
+order, so that a limit never drops a whole split or label: `jailbreakbench` with `limit=10` keeps 10 harmful and 10
+benign rows, `xstest` (one split, a label column) 10 safe and 10 unsafe ones.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import operator
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -56,11 +63,13 @@ class SuiteSpec:
         name: the suite's short name (`load_suite(name)`).
         description: one line for reports.
         column_mapping: field (see [`FIELDS`]) -> column of the source dataset.
-        hub_id: Hub dataset id, or None for a bundled file.
+        hub_id: Hub dataset id: where the suite is loaded from, or, for a bundled suite, its upstream on the Hub.
         config: Hub dataset config name.
         data_files: file(s) in the Hub repository to load (for repositories without a loading configuration).
         splits: `(split, label)` pairs: each split is loaded and its rows get `label` (None: from the label column).
-        bundled: file name under `hf_safety/eval/data/` for a suite shipped with the package.
+        bundled: file name under `hf_safety/eval/data/` for a suite shipped with the package (loaded instead of the
+            Hub dataset).
+        origin: for a bundled suite, where the file was copied from (default: `hub_id`).
         license: the data's license, for reports.
     """
 
@@ -72,12 +81,13 @@ class SuiteSpec:
     data_files: str | None = None
     splits: tuple[tuple[str, str | None], ...] = (("train", "unsafe"),)
     bundled: str | None = None
+    origin: str | None = None
     license: str = ""
 
     @property
     def source(self) -> str:
         if self.bundled:
-            return f"hf_safety/eval/data/{self.bundled} (bundled copy of Paul/XSTest)"
+            return f"hf_safety/eval/data/{self.bundled} (bundled copy of {self.origin or self.hub_id})"
         parts = [self.hub_id or "", f"config={self.config}" if self.config else "", self.data_files or ""]
         return " ".join(p for p in parts if p)
 
@@ -96,8 +106,10 @@ SUITES: dict[str, SuiteSpec] = {
         SuiteSpec(
             name="advbench",
             description="AdvBench harmful behaviours with affirmative targets (GCG)",
-            column_mapping={"prompt": "prompt", "target": "target"},
+            column_mapping={"prompt": "goal", "target": "target"},
             hub_id="walledai/AdvBench",
+            bundled="advbench_harmful_behaviors.csv",
+            origin="llm-attacks/llm-attacks data/advbench/harmful_behaviors.csv",
             license="MIT",
         ),
         SuiteSpec(
@@ -143,7 +155,10 @@ class SuiteRow:
         category: the suite's category or type of the row.
         target: a harmful answer or its opening, for the prefill attack.
         id: the row's id in its source (defaults to its index).
-        index: position in the suite.
+        index: position in the whole suite as loaded without a limit (kept by [`SafetySuite.select`] and
+            [`SafetySuite.head`]).
+        split: the split (part) of the source the row came from, e.g. `"harmful"`/`"benign"` for `jailbreakbench`;
+            `"train"` for a single-split suite.
     """
 
     prompt: str | list[dict[str, str]]
@@ -153,6 +168,7 @@ class SuiteRow:
     target: str | None = None
     id: str | None = None
     index: int = 0
+    split: str = "train"
 
     @property
     def request(self) -> str:
@@ -206,8 +222,16 @@ class SafetySuite:
     def num_safe(self) -> int:
         return sum(row.label == "safe" for row in self.rows)
 
+    @property
+    def splits(self) -> dict[str, int]:
+        """Number of rows per split, in the order the splits first appear."""
+        counts: dict[str, int] = {}
+        for row in self.rows:
+            counts[row.split] = counts.get(row.split, 0) + 1
+        return counts
+
     def select(self, indices) -> SafetySuite:
-        """A suite holding the rows at `indices` (their `index` is kept)."""
+        """A suite holding the rows at `indices` (positions in `rows`; each row's `index` is kept)."""
         return SafetySuite(
             self.name,
             [self.rows[i] for i in indices],
@@ -217,6 +241,18 @@ class SafetySuite:
             self.license,
             self.hub_id,
         )
+
+    def head(self, n: int) -> SafetySuite:
+        """
+        A suite holding the first `n` rows of each (split, label) group, in their order: the first `n` rows of each
+        split, and of each label within a split that mixes labels (XSTest's single file: `n` safe and `n` unsafe
+        rows). Unlike `select(range(n))`, a limit never drops a whole split or label, so a limited suite still
+        measures both attack success and over-refusal. `load_suite(..., limit=n)` applies the same rule.
+
+        Raises:
+            [`SuiteError`]: `n` is not a positive integer.
+        """
+        return self.select(_head_positions([(row.split, row.label) for row in self.rows], _check_limit(n)))
 
     def info(self) -> dict[str, Any]:
         """Where the suite came from, for reports."""
@@ -230,7 +266,29 @@ class SafetySuite:
             "num_rows": len(self.rows),
             "num_unsafe": self.num_unsafe,
             "num_safe": self.num_safe,
+            "splits": self.splits,
         }
+
+
+def _check_limit(limit: Any) -> int:
+    try:
+        value = operator.index(limit)  # ints, numpy ints; not floats
+    except TypeError:
+        value = 0
+    if isinstance(limit, bool) or value < 1:
+        raise SuiteError(f"limit must be a positive number of rows, got {limit!r}")
+    return value
+
+
+def _head_positions(groups: list[Any], n: int) -> list[int]:
+    """Positions of the first `n` items of each distinct value of `groups`, in order."""
+    seen: dict[Any, int] = {}
+    positions = []
+    for position, group in enumerate(groups):
+        seen[group] = seen.get(group, 0) + 1
+        if seen[group] <= n:
+            positions.append(position)
+    return positions
 
 
 def _normalize_label(value: Any, row: int, column: str) -> str:
@@ -301,10 +359,26 @@ def _resolve_mapping(
     return mapping
 
 
-def _rows(dataset: Dataset, mapping: dict[str, str], label: str | None, default_label: str, start: int) -> list:
+def _split_name(dataset: Dataset, split: str | None) -> str:
+    """The split a part came from: the one it was loaded as, else the Dataset's own (`"train"` when it has none)."""
+    return split or (str(dataset.split) if dataset.split is not None else "train")
+
+
+def _rows(
+    dataset: Dataset,
+    mapping: dict[str, str],
+    label: str | None,
+    default_label: str,
+    start: int,
+    split: str,
+    positions: list[int] | None = None,
+) -> list[SuiteRow]:
+    """Rows of one part: `positions` (default: all) of `dataset`, the part starting at suite index `start`."""
+    positions = list(range(len(dataset))) if positions is None else positions
+    selected = dataset if len(positions) == len(dataset) else dataset.select(positions)
     rows = []
-    for i, example in enumerate(dataset):
-        index = start + i
+    for position, example in zip(positions, selected):
+        index = start + position
         prompt = _check_prompt(example[mapping["prompt"]], index, mapping["prompt"])
         if "label" in mapping and label is None:
             row_label = _normalize_label(example[mapping["label"]], index, mapping["label"])
@@ -320,6 +394,7 @@ def _rows(dataset: Dataset, mapping: dict[str, str], label: str | None, default_
                 target=_text_or_answer(cell.get("target")),
                 id=str(cell["id"]) if cell.get("id") is not None else str(index),
                 index=index,
+                split=split,
             )
         )
     return rows
@@ -327,7 +402,7 @@ def _rows(dataset: Dataset, mapping: dict[str, str], label: str | None, default_
 
 def _build(
     name: str,
-    parts: list[tuple[Dataset, str | None]],
+    parts: list[tuple[Dataset, str | None, str | None]],
     source: str,
     declared: dict[str, str],
     column_mapping: dict[str, str] | None,
@@ -337,16 +412,25 @@ def _build(
 ) -> SafetySuite:
     if default_label not in ("safe", "unsafe"):
         raise SuiteError(f"default_label must be 'safe' or 'unsafe', got {default_label!r}")
-    if limit is not None and limit < 1:
-        raise SuiteError(f"limit must be a positive number of rows, got {limit}")
-    if not parts or all(len(dataset) == 0 for dataset, _ in parts):
+    if limit is not None:
+        limit = _check_limit(limit)
+    if not parts or all(len(dataset) == 0 for dataset, _, _ in parts):
         raise SuiteError(f"suite {name!r} is empty: no rows in {source}")
     mapping = _resolve_mapping(name, list(parts[0][0].column_names), declared, column_mapping)
     rows: list[SuiteRow] = []
-    for dataset, label in parts:
+    start = 0
+    for dataset, split, label in parts:
+        positions = None
         if limit is not None:
-            dataset = dataset.select(range(min(limit, len(dataset))))
-        rows += _rows(dataset, mapping, label, default_label, start=len(rows))
+            # the same rule as `SafetySuite.head`: the first `limit` rows of each label of each split
+            if "label" in mapping and label is None:
+                column = mapping["label"]
+                labels = [_normalize_label(v, start + i, column) for i, v in enumerate(dataset[column])]
+            else:
+                labels = [label or default_label] * len(dataset)
+            positions = _head_positions(labels, limit)
+        rows += _rows(dataset, mapping, label, default_label, start, _split_name(dataset, split), positions)
+        start += len(dataset)
     return SafetySuite(name=name, rows=rows, source=source, column_mapping=mapping, **info)
 
 
@@ -365,7 +449,7 @@ def _load_local(path: Path) -> Dataset:
     return Dataset.from_json(str(path), keep_in_memory=True)
 
 
-def _load_hub(spec: SuiteSpec, split: str | None) -> list[tuple[Dataset, str | None]]:
+def _load_hub(spec: SuiteSpec, split: str | None) -> list[tuple[Dataset, str, str | None]]:
     from datasets import load_dataset
 
     splits = spec.splits
@@ -387,7 +471,7 @@ def _load_hub(spec: SuiteSpec, split: str | None) -> list[tuple[Dataset, str | N
                 + " --column-mapping ".join(f"{k}={v}" for k, v in spec.column_mapping.items())
                 + "); csv, jsonl, json and parquet files work."
             ) from err
-        parts.append((dataset, label))
+        parts.append((dataset, split_name, label))
     return parts
 
 
@@ -416,7 +500,8 @@ def load_suite(
             of the same name.
         split: for Hub suites, the split to load (default: the suite's splits, e.g. both `harmful` and `benign` for
             `jailbreakbench`).
-        limit: keep the first `limit` rows (of each split, for suites with several).
+        limit: keep the first `limit` rows of each split, and of each label within a split that has a label column
+            (see [`SafetySuite.head`]): `load_suite("xstest", limit=10)` has 10 safe and 10 unsafe rows.
         name: the suite's name in reports (default: the known name, the file's stem, or `"dataset"`).
         default_label: label of rows when the suite has no label column (`"unsafe"` or `"safe"`).
 
@@ -428,7 +513,7 @@ def load_suite(
     kwargs = dict(column_mapping=column_mapping, default_label=default_label, limit=limit)
     if isinstance(name_or_path, Dataset):
         suite_name = name or "dataset"
-        return _build(suite_name, [(name_or_path, None)], "datasets.Dataset", {}, **kwargs)
+        return _build(suite_name, [(name_or_path, None, None)], "datasets.Dataset", {}, **kwargs)
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise SuiteError(
             f"expected a suite name, a file path or a datasets.Dataset, got {type(name_or_path).__name__}"
@@ -437,13 +522,19 @@ def load_suite(
     path = Path(text)
     if text.lower() in SUITES and not path.is_file():
         spec = SUITES[text.lower()]
-        parts = [(_load_bundled(spec), None)] if spec.bundled else _load_hub(spec, split)
-        if spec.bundled and split not in (None, "train"):
-            raise SuiteError(f"suite {spec.name!r} has a single split ('train'), got split={split!r}")
+        if spec.bundled and split not in (None, *(s for s, _ in spec.splits)):
+            raise SuiteError(
+                f"suite {spec.name!r} has the split(s) {[s for s, _ in spec.splits]}, got split={split!r}"
+            )
+        if spec.bundled:
+            # a bundled suite is one file: a single split (labelled by the split or the label column)
+            parts = [(_load_bundled(spec), *spec.splits[0])]
+        else:
+            parts = _load_hub(spec, split)
         info = dict(description=spec.description, license=spec.license, hub_id=spec.hub_id)
         return _build(name or spec.name, parts, spec.source, spec.column_mapping, **kwargs, **info)
     if path.suffix.lower() in LOCAL_FORMATS or path.exists():
-        return _build(name or path.stem, [(_load_local(path), None)], str(path), {}, **kwargs)
+        return _build(name or path.stem, [(_load_local(path), None, None)], str(path), {}, **kwargs)
     raise SuiteError(
         f"unknown suite {text!r}: known suites are {sorted(SUITES)}; a custom suite is a .csv, .jsonl, .json or "
         ".parquet file (or a datasets.Dataset) with a prompt column"

@@ -13,7 +13,7 @@ from .base import Judge
 
 # name -> (kind, default keyword arguments)
 JUDGE_NAMES: dict[str, tuple[str, dict[str, Any]]] = {
-    "refusal-strings": ("refusal", {"list_name": "gcg-29"}),
+    "refusal-strings": ("refusal", {"list_name": "hf-safety"}),
     "xstest-strings": ("refusal", {"list_name": "xstest-21"}),
     "llama-guard-3": ("llama-guard", {"model": "meta-llama/Llama-Guard-3-8B", "version": 3}),
     "llama-guard-3-1b": ("llama-guard", {"model": "meta-llama/Llama-Guard-3-1B", "version": 3}),
@@ -35,6 +35,32 @@ _PREFIXES: dict[str, tuple[str, dict[str, Any]]] = {
     "wildguard": ("wildguard", {}),
     "classifier": ("classifier", {}),
 }
+
+
+class JudgePathNotFoundError(FileNotFoundError, ValueError):
+    """A judge spec names a local path (see [`looks_like_local_path`]) that does not exist."""
+
+
+def looks_like_local_path(spec: str) -> bool:
+    """
+    Whether `spec` is meant as a local path rather than a Hub id: it starts with `/`, `./`, `../` or `~`, contains a
+    backslash, or has more than one `/` (a Hub id is `org/name`).
+    """
+    return spec.startswith(("/", "./", "../", "~")) or "\\" in spec or spec.count("/") > 1
+
+
+def _check_local_path(path: str, spec: str) -> str:
+    """Returns `path` with `~` expanded; raises [`JudgePathNotFoundError`] if it is local-looking and missing."""
+    if not looks_like_local_path(path):
+        return path
+    expanded = os.path.expanduser(path)
+    if not os.path.exists(expanded):
+        where = "" if path == spec else f" (in judge spec {spec!r})"
+        raise JudgePathNotFoundError(
+            f"judge path not found: {path!r}{where} does not exist on this machine. Give an existing local model "
+            "folder, a Hub id such as 'meta-llama/Llama-Guard-3-8B', or a judge name."
+        )
+    return expanded
 
 
 def _build(kind: str, kwargs: dict[str, Any]) -> Judge:
@@ -85,16 +111,21 @@ def load_judge(name_or_spec: str | Judge | Callable, **kwargs: Any) -> Judge:
 
     Accepted forms:
 
-    - a name: `"refusal-strings"` (GCG 29 substrings), `"xstest-strings"` (XSTest 21 prefixes), `"llama-guard-3"`
+    - a name: `"refusal-strings"` (this project's `"hf-safety"` refusal rule, see [`RefusalStringJudge`]),
+      `"xstest-strings"` (XSTest 21 prefixes), `"llama-guard-3"`
       (`meta-llama/Llama-Guard-3-8B`), `"llama-guard-3-1b"`, `"llama-guard-2"` (`meta-llama/Meta-Llama-Guard-2-8B`),
       `"harmbench"` (`cais/HarmBench-Llama-2-13b-cls`, repo prompt), `"harmbench-card"` (card prompt),
       `"harmbench-mistral"` (`cais/HarmBench-Mistral-7b-val-cls`), `"wildguard"` (`allenai/wildguard`);
-    - `"refusal:LIST"` with a list name (`gcg-29`, `gcg-27`, `gcg-13`, `xstest-21`);
+    - `"refusal:LIST"` with a rule or list name (`hf-safety`, `gcg-29`, `gcg-27`, `gcg-13`, `xstest-21`);
     - `"KIND:MODEL"`, `KIND` one of `llama-guard`, `llama-guard-2`, `llama-guard-3`, `harmbench`, `harmbench-card`,
       `harmbench-mistral`, `wildguard`, `classifier`, and `MODEL` a Hub id or a local folder;
     - a local folder: a sequence-classification checkpoint becomes a [`ClassifierJudge`]; otherwise the kind is
       guessed from the folder name (`wildguard`, `harmbench`, `guard`) or an error asks for `KIND:PATH`;
     - a [`Judge`] (returned as is) or a callable (wrapped in a [`CallableJudge`]).
+
+    A local-looking path (starting with `/`, `./`, `../` or `~`, containing a backslash, or with more than one `/`),
+    alone or as the `MODEL` of `"KIND:MODEL"`, that does not exist raises [`JudgePathNotFoundError`] (a
+    `FileNotFoundError` and a `ValueError`) naming the path, instead of an "unknown judge" or Hub error.
     """
     if isinstance(name_or_spec, Judge):
         return name_or_spec
@@ -109,8 +140,10 @@ def load_judge(name_or_spec: str | Judge | Callable, **kwargs: Any) -> Judge:
     prefix, sep, argument = spec.partition(":")
     if sep and prefix in _PREFIXES and argument:
         kind, defaults = _PREFIXES[prefix]
-        key = "list_name" if kind == "refusal" else "model"
-        return _build(kind, {**defaults, key: argument, **kwargs})
+        if kind == "refusal":
+            return _build(kind, {**defaults, "list_name": argument, **kwargs})
+        return _build(kind, {**defaults, "model": _check_local_path(argument, spec), **kwargs})
+    spec = _check_local_path(spec, spec)
     if os.path.isdir(spec):
         kind, defaults = _guess_kind(spec)
         return _build(kind, {**defaults, "model": spec, **kwargs})

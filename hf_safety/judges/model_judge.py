@@ -1,11 +1,10 @@
 """Machinery shared by the model-based judges (Llama Guard, HarmBench, WildGuard, sequence classifiers).
 
-One place loads a judge model (by Hub name or local path, optionally in 4-bit NF4), and one place runs it: prompts
-are tokenized once, sorted by length, left-padded into batches of `batch_size`, and decoded greedily under
-`torch.no_grad()` with a fixed generation config (the checkpoint's own `generation_config.json` cannot turn sampling
-or a repetition penalty on). While generating, the probability mass of a chosen token set (e.g. the tokens that begin
-"unsafe") is recorded for the first few steps from the raw logits, so judges get a score without a second forward
-pass and without keeping every step's logits.
+Judge models load through the package's one loader (`hf_safety.models`: Hub id or local path, optional 4-bit NF4,
+`trust_remote_code` off) and generate through the one batched generator (`hf_safety.generation`), greedily with a
+fixed configuration (the checkpoint's own `generation_config.json` cannot turn sampling or a repetition penalty on).
+While generating, the probability mass of a chosen token set (e.g. the tokens that begin "unsafe") is recorded for
+the first few steps from the raw logits, so judges get a score without a second forward pass.
 """
 
 from __future__ import annotations
@@ -16,89 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    BitsAndBytesConfig,
-    GenerationConfig,
-    LogitsProcessor,
-    LogitsProcessorList,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from ..generation import generate
+from ..models import load_model_and_tokenizer, load_tokenizer, model_name
 from .base import Judge
-
-
-TASKS = ("causal-lm", "sequence-classification")
-_AUTO_CLASSES = {"causal-lm": AutoModelForCausalLM, "sequence-classification": AutoModelForSequenceClassification}
-
-
-def bnb_4bit_config(compute_dtype: torch.dtype | None = None) -> BitsAndBytesConfig:
-    """
-    The QLoRA-style 4-bit config: NF4 with double quantization. `compute_dtype` defaults to bfloat16 on CUDA and float32
-    elsewhere (bitsandbytes >= 0.49 also runs NF4 on CPU).
-    """
-    if compute_dtype is None:
-        compute_dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=compute_dtype,
-    )
-
-
-def load_model_and_tokenizer(
-    name_or_path: str | os.PathLike,
-    task: str = "causal-lm",
-    *,
-    tokenizer: PreTrainedTokenizerBase | str | os.PathLike | None = None,
-    dtype: torch.dtype | str = "auto",
-    device_map: str | dict | None = None,
-    load_in_4bit: bool = False,
-    bnb_4bit_compute_dtype: torch.dtype | None = None,
-    trust_remote_code: bool = False,
-    revision: str | None = None,
-    model_kwargs: dict[str, Any] | None = None,
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """
-    Loads a judge model and its tokenizer with `from_pretrained`.
-
-    Args:
-        name_or_path (`str` or `os.PathLike`): Hub id or local folder.
-        task (`str`, defaults to `"causal-lm"`): `"causal-lm"` (`AutoModelForCausalLM`) or `"sequence-classification"`.
-        tokenizer (optional): a tokenizer, or where to load it from (default: `name_or_path`).
-        dtype (defaults to `"auto"`): the checkpoint's dtype unless given.
-        device_map (optional): passed to `from_pretrained`; defaults to `"auto"` when CUDA is available, and to
-            `"cpu"` for a 4-bit load without CUDA.
-        load_in_4bit (`bool`, defaults to `False`): quantize with [`bnb_4bit_config`] (needs `bitsandbytes`).
-        bnb_4bit_compute_dtype (optional): compute dtype of the 4-bit layers (default: float32 with
-            `device_map="cpu"`, else as [`bnb_4bit_config`]).
-        trust_remote_code (`bool`, defaults to `False`): only set it for checkpoints you have read.
-        revision (`str`, *optional*): a commit, tag or branch to pin.
-        model_kwargs (`dict`, *optional*): more `from_pretrained` keyword arguments.
-    """
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    kwargs: dict[str, Any] = dict(dtype=dtype, trust_remote_code=trust_remote_code, revision=revision)
-    if device_map is None and torch.cuda.is_available():
-        device_map = "auto"
-    if load_in_4bit:
-        device_map = device_map or "cpu"
-        if bnb_4bit_compute_dtype is None and device_map == "cpu":
-            bnb_4bit_compute_dtype = torch.float32
-        kwargs["quantization_config"] = bnb_4bit_config(bnb_4bit_compute_dtype)
-    if device_map is not None:
-        kwargs["device_map"] = device_map
-    kwargs.update(model_kwargs or {})
-    model = _AUTO_CLASSES[task].from_pretrained(name_or_path, **kwargs)
-    if not isinstance(tokenizer, PreTrainedTokenizerBase):
-        tokenizer = AutoTokenizer.from_pretrained(
-            tokenizer or name_or_path, trust_remote_code=trust_remote_code, revision=revision
-        )
-    return model, tokenizer
 
 
 @dataclass
@@ -108,28 +29,13 @@ class GenerationResult:
 
     Attributes:
         text (`str`): the generated text, special tokens skipped.
-        token_ids (`list[int]`): the generated ids, up to and including the first end-of-sequence id.
+        token_ids (`list[int]`): the generated ids, up to (not including) the first end-of-sequence id.
         step_mass (`list[float]`): per step (the first few), the probability of the requested token set.
     """
 
     text: str
     token_ids: list[int]
     step_mass: list[float] = field(default_factory=list)
-
-
-class _MassRecorder(LogitsProcessor):
-    """Records softmax(logits)[:, token_ids].sum() for the first `steps` generation steps; leaves scores unchanged."""
-
-    def __init__(self, token_ids: Sequence[int], steps: int):
-        self.token_ids = torch.tensor(sorted(set(token_ids)), dtype=torch.long)
-        self.steps = steps
-        self.masses: list[torch.Tensor] = []
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if len(self.masses) < self.steps:
-            probs = torch.softmax(scores.float(), dim=-1)
-            self.masses.append(probs[:, self.token_ids.to(probs.device)].sum(-1).cpu())
-        return scores
 
 
 class ModelJudge(Judge):
@@ -184,7 +90,7 @@ class ModelJudge(Judge):
         elif tokenizer is None:
             raise ValueError("pass the tokenizer together with an already-loaded model")
         elif not isinstance(tokenizer, PreTrainedTokenizerBase):
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer, trust_remote_code=trust_remote_code)
+            tokenizer = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
         if tokenizer.pad_token_id is None:  # generation pads; the pad id is masked out, so eos (or unk) is safe
             tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
             if tokenizer.pad_token_id is None:
@@ -197,7 +103,7 @@ class ModelJudge(Judge):
     @property
     def model_name(self) -> str:
         """The model's `name_or_path` (Hub id or folder), or its class name for an in-memory model."""
-        return getattr(self.model.config, "_name_or_path", None) or type(self.model).__name__
+        return model_name(self.model)
 
     @property
     def quantization(self) -> str:
@@ -223,31 +129,12 @@ class ModelJudge(Judge):
             self._token_sets[key] = [i for i, text in enumerate(texts) if i not in special and predicate(text)]
         return self._token_sets[key]
 
-    def _eos_ids(self) -> list[int]:
-        ids = []
-        for value in (getattr(self.model.generation_config, "eos_token_id", None), self.tokenizer.eos_token_id):
-            ids.extend(value if isinstance(value, (list, tuple)) else [value])
-        return sorted({int(i) for i in ids if i is not None})
-
-    def _batches(self, texts: Sequence[str], add_special_tokens: bool):
-        """Yields `(row_indices, input_ids, attention_mask)`, longest prompts first, left-padded."""
-        encoded = self.tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
-        order = sorted(range(len(texts)), key=lambda i: -len(encoded[i]))
-        pad_id = self.tokenizer.pad_token_id
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
-            width = max(len(encoded[i]) for i in rows)
-            ids = [[pad_id] * (width - len(encoded[i])) + encoded[i] for i in rows]
-            mask = [[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in rows]
-            yield rows, torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
-
     @property
     def _device(self) -> torch.device:
         return self.model.get_input_embeddings().weight.device
 
     # -- running --------------------------------------------------------------------------------------------------------
 
-    @torch.no_grad()
     def generate(
         self,
         texts: Sequence[str],
@@ -258,7 +145,8 @@ class ModelJudge(Judge):
         score_steps: int = 8,
     ) -> list[GenerationResult]:
         """
-        Greedy generation for each text, batched and left-padded; results in input order.
+        Greedy generation for each text through the shared generator (length-sorted batches of `batch_size`, left
+        padding, no grad); results in input order.
 
         Args:
             texts (`Sequence[str]`): full judge prompts.
@@ -268,35 +156,24 @@ class ModelJudge(Judge):
             score_token_ids (`Sequence[int]`, *optional*): token set whose probability is recorded per step.
             score_steps (`int`, defaults to `8`): how many first steps to record.
         """
-        eos_ids = self._eos_ids()
         config = GenerationConfig(
             max_new_tokens=max_new_tokens,
             do_sample=False,
             num_beams=1,
             repetition_penalty=1.0,
             no_repeat_ngram_size=0,
-            pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=eos_ids or None,
         )
-        results: list[GenerationResult | None] = [None] * len(texts)
-        for rows, input_ids, attention_mask in self._batches(texts, add_special_tokens):
-            recorder = _MassRecorder(score_token_ids, score_steps) if score_token_ids else None
-            output = self.model.generate(
-                input_ids=input_ids.to(self._device),
-                attention_mask=attention_mask.to(self._device),
-                generation_config=config,
-                logits_processor=LogitsProcessorList([recorder]) if recorder else None,
-            )
-            new_tokens = output[:, input_ids.shape[1] :].cpu().tolist()
-            masses = torch.stack(recorder.masses, dim=1).tolist() if recorder and recorder.masses else None
-            for j, row in enumerate(rows):
-                ids = new_tokens[j]
-                end = next((k for k, t in enumerate(ids) if t in eos_ids), None)
-                ids = ids if end is None else ids[: end + 1]
-                text = self.tokenizer.decode(ids, skip_special_tokens=True)
-                step_mass = masses[j][: len(ids)] if masses is not None else []
-                results[row] = GenerationResult(text=text, token_ids=ids, step_mass=step_mass)
-        return results  # type: ignore[return-value]
+        encoded = self.tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
+        output = generate(
+            self.model,
+            self.tokenizer,
+            encoded,
+            config,
+            batch_size=self.batch_size,
+            token_mass_ids=score_token_ids,
+            token_mass_steps=score_steps,
+        )
+        return [GenerationResult(s.text, s.token_ids, s.token_mass) for s in output.first()]
 
     @torch.no_grad()
     def classify(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None) -> torch.Tensor:

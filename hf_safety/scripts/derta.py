@@ -21,7 +21,8 @@ from transformers.utils import logging
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
 
 from ..derta import DeRTaConfig, DeRTaTrainer
-from ..toy import TOY_DATASET, ToyWorld, resolve_model
+from ..models import resolve_model_name
+from ..toy import TOY_DATASET, ToyWorld  # an entry point: importing the toy world registers toy:// names
 
 
 logger = logging.get_logger(__name__)
@@ -49,7 +50,7 @@ def evaluate_toy(trainer: DeRTaTrainer, start: str, training_args: DeRTaConfig) 
 
     cfg = DemoConfig(output_dir=training_args.output_dir, seed=training_args.seed, progress=False)
     world = ToyWorld(seed=training_args.seed)
-    models = {"start": AutoModelForCausalLM.from_pretrained(resolve_model(start)), "trained": trainer.model}
+    models = {"start": AutoModelForCausalLM.from_pretrained(resolve_model_name(start)), "trained": trainer.model}
     write_report(cfg, world, trainer.processing_class, models)
 
 
@@ -68,7 +69,7 @@ def main(script_args: ScriptArguments, training_args: DeRTaConfig, model_args: M
         eval_dataset = dataset[script_args.dataset_test_split]
 
     trainer = DeRTaTrainer(
-        model=resolve_model(model_args.model_name_or_path),
+        model=resolve_model_name(model_args.model_name_or_path),
         args=training_args,
         train_dataset=dataset[script_args.dataset_train_split],
         eval_dataset=eval_dataset,

@@ -22,7 +22,7 @@ from transformers.utils import logging as hf_logging
 from trl import SFTConfig, SFTTrainer
 
 from ..derta import DeRTaConfig, DeRTaTrainer
-from ..eval import answer_exact_match, prefill_refusal_rates
+from .evaluation import answer_exact_match, prefill_refusal_rates
 from .model import tiny_model
 from .tokenizer import build_tokenizer
 from .world import DEFAULT_HELD_OUT, ToyWorld
@@ -109,7 +109,7 @@ def evaluate_model(cfg: DemoConfig, model, tokenizer, world: ToyWorld) -> dict:
     sets = world.eval_sets()
     result = {
         f"refusal_{name}": prefill_refusal_rates(
-            model, tokenizer, sets[f"harmful_{name}"], cfg.prefix_lengths, window=cfg.window, progress=cfg.progress
+            model, tokenizer, sets[f"harmful_{name}"], cfg.prefix_lengths, window=cfg.window, progress=False
         )
         for name in ("seen", "held_out")
     }

@@ -7,7 +7,11 @@ import torch
 from datasets import Dataset
 
 from hf_safety import DeRTaConfig, DeRTaTrainer
-from hf_safety.toy import build_tokenizer, tiny_model, toy_corpus, toy_rows
+from hf_safety.toy import build_tokenizer, tiny_model
+
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from testing_utils import toy_corpus, toy_rows  # noqa: E402
 
 
 def main(output_dir: str, per_device_batch: int) -> None:

@@ -1,0 +1,401 @@
+"""THE batched generator, used by the evaluation loop, the model judges and SEAS.
+
+[`generate`] takes prompts as token ids and returns, for each prompt, its `num_return_sequences` continuations in
+input order, with:
+
+- length-sorted batches, left padding, `torch.no_grad()`, the model in eval mode and its mode restored afterwards;
+- continuations cut before the first stop token (the model's and the tokenizer's EOS ids: Llama-3-Instruct ends a
+  turn with `<|eot_id|>` but its base EOS is `<|end_of_text|>`) or at the first of `stop_strings`, with the reason;
+- optionally, the probability mass of a token set at the first steps, read from the raw logits (the judges' scores);
+- the *effective* generation settings recorded: transformers 5 fills every field the caller left unset from the
+  checkpoint's `generation_config.json` (a Llama-3-Instruct checkpoint turns sampling on at T=0.6), so the config is
+  resolved here first, the resolved config is what runs, and it is what [`GenerationOutput.settings`] reports, with
+  the fields that came from the checkpoint named.
+
+[`encode_prompt`] turns chat messages (or text) and an optional forced opening of the assistant turn into token ids,
+through the data contract's [`~hf_safety.data.tokenize_row`] (the same code DeRTa trains on). vLLM is an optional
+backend ([`generate_vllm`], `pip install 'hf-safety[vllm]'`) with the same inputs and outputs.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
+from trl.trainer.utils import pad
+
+from .data import PreferenceRow, tokenize_row
+
+
+DEFAULT_MAX_NEW_TOKENS = 256
+# Fields a report records when they are set (the rest are transformers' defaults or irrelevant to decoding)
+RECORDED_FIELDS = (
+    "do_sample",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "typical_p",
+    "repetition_penalty",
+    "no_repeat_ngram_size",
+    "num_beams",
+    "length_penalty",
+    "max_new_tokens",
+    "min_new_tokens",
+    "num_return_sequences",
+    "eos_token_id",
+    "stop_strings",
+)
+
+
+@dataclass
+class EncodedPrompt:
+    """Token ids to feed the model: `input_ids` ends with `forced_ids`, the forced opening of the assistant turn."""
+
+    input_ids: list[int]
+    forced_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Sample:
+    """
+    One generated continuation.
+
+    Attributes:
+        prompt_index (`int`): index of its prompt in the inputs.
+        sample_index (`int`): which of the prompt's `num_return_sequences` samples it is.
+        token_ids (`list[int]`): the generated ids, cut before the first stop token (or at the stop string).
+        text (`str`): `token_ids` decoded without special tokens (cut at the stop string, which is removed).
+        finish_reason (`str`): `"stop"` (a stop token), `"stop_string"` or `"length"` (`max_new_tokens` reached).
+        token_mass (`list[float]`): per step (the first `token_mass_steps`), the probability of the requested token
+            set, when one was requested.
+    """
+
+    prompt_index: int
+    sample_index: int
+    token_ids: list[int]
+    text: str
+    finish_reason: str
+    token_mass: list[float] = field(default_factory=list)
+
+
+@dataclass
+class GenerationOutput:
+    """
+    What [`generate`] returns.
+
+    Attributes:
+        samples (`list[list[Sample]]`): `samples[i]` are the continuations of prompt `i`, in sample order.
+        settings (`dict`): the generation settings that really ran (see [`generation_settings`]).
+    """
+
+    samples: list[list[Sample]]
+    settings: dict[str, Any]
+
+    def texts(self) -> list[list[str]]:
+        """`texts()[i][j]`: the text of sample `j` of prompt `i`."""
+        return [[s.text for s in samples] for samples in self.samples]
+
+    def first(self) -> list[Sample]:
+        """The first sample of each prompt (the only one with `num_return_sequences=1`)."""
+        return [samples[0] for samples in self.samples]
+
+
+def default_generation_config(max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> GenerationConfig:
+    """Greedy decoding of at most `max_new_tokens` tokens."""
+    return GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens)
+
+
+def _as_list(value: Any) -> list[int]:
+    if value is None:
+        return []
+    return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
+
+
+def stop_token_ids(
+    model: Any, tokenizer: PreTrainedTokenizerBase, generation_config: GenerationConfig | None = None
+) -> list[int]:
+    """End-of-generation ids: the config's `eos_token_id` if set, else the model's generation config's and the
+    tokenizer's."""
+    if generation_config is not None and generation_config.eos_token_id is not None:
+        return _as_list(generation_config.eos_token_id)
+    ids = _as_list(getattr(getattr(model, "generation_config", None), "eos_token_id", None))
+    ids += [i for i in _as_list(tokenizer.eos_token_id) if i not in ids]
+    return ids
+
+
+def resolve_generation_config(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    generation_config: GenerationConfig | None = None,
+    *,
+    num_return_sequences: int | None = None,
+    stop_strings: Sequence[str] | None = None,
+) -> tuple[GenerationConfig, list[str]]:
+    """
+    The generation config that will really run, and the names of the fields that came from the model's own
+    generation config (its `generation_config.json`).
+
+    Precedence is transformers': fields the caller set > the model's generation config > transformers' defaults.
+    Stop ids (see [`stop_token_ids`]) and the pad id are filled in; `max_new_tokens` defaults to
+    `DEFAULT_MAX_NEW_TOKENS` when neither the caller nor the checkpoint set a length.
+    """
+    config = copy.deepcopy(generation_config) if generation_config is not None else default_generation_config()
+    if num_return_sequences is not None:
+        config.num_return_sequences = num_return_sequences
+    if stop_strings:
+        config.stop_strings = list(stop_strings)
+    stops = stop_token_ids(model, tokenizer, config)
+    config.eos_token_id = stops or None
+    if config.pad_token_id is None:
+        if tokenizer.pad_token_id is None and not stops:
+            raise ValueError("the tokenizer has neither a pad token nor an EOS token to pad batches with")
+        config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    if config.max_new_tokens is None and config.max_length is None:
+        config.max_new_tokens = DEFAULT_MAX_NEW_TOKENS
+    before = config.to_dict()
+    model_config = getattr(model, "generation_config", None)
+    if model_config is not None:
+        config.update(**model_config.to_dict(), defaults_only=True)
+        config.update(**model_config._get_default_generation_params(), defaults_only=True)
+        defaults = model_config._get_default_generation_params()
+        after = config.to_dict()
+        from_model = sorted(
+            key
+            for key in RECORDED_FIELDS
+            if before.get(key) is None and after.get(key) is not None and after.get(key) != defaults.get(key)
+        )
+    else:
+        from_model = []
+    if config.max_new_tokens is not None:
+        config.max_length = None  # max_new_tokens wins; a filled-in default max_length would only raise a warning
+    return config, from_model
+
+
+def generation_settings(config: GenerationConfig, from_model: Sequence[str] = (), **extra: Any) -> dict[str, Any]:
+    """The settings a report records: the decoding fields of the resolved `config` that are set (sampling fields only
+    when sampling), which of them came from the checkpoint (`from_checkpoint`), and `extra` (backend, batch size...)."""
+    settings: dict[str, Any] = {}
+    for key in RECORDED_FIELDS:
+        value = getattr(config, key, None)
+        if value is None or (key in ("temperature", "top_p", "top_k", "min_p", "typical_p") and not config.do_sample):
+            continue
+        settings[key] = list(value) if isinstance(value, tuple) else value
+    if from_model:
+        settings["from_checkpoint"] = list(from_model)
+    settings.update({k: v for k, v in extra.items() if v is not None})
+    return settings
+
+
+class _TokenMassRecorder(LogitsProcessor):
+    """Records softmax(scores)[:, token_ids].sum() for the first `steps` steps; leaves the scores unchanged."""
+
+    def __init__(self, token_ids: Sequence[int], steps: int):
+        self.token_ids = torch.tensor(sorted(set(token_ids)), dtype=torch.long)
+        self.steps = steps
+        self.masses: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if len(self.masses) < self.steps:
+            probs = torch.softmax(scores.float(), dim=-1)
+            self.masses.append(probs[:, self.token_ids.to(probs.device)].sum(-1).cpu())
+        return scores
+
+
+def _cut(
+    ids: list[int], stops: list[int], stop_strings: Sequence[str], tokenizer: PreTrainedTokenizerBase
+) -> tuple[list[int], str, str]:
+    """The continuation cut before its first stop token, its text cut at the first stop string, and the reason."""
+    end = next((j for j, token in enumerate(ids) if token in stops), None)
+    reason = "length" if end is None else "stop"
+    ids = ids if end is None else ids[:end]
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    hits = [(text.find(s), s) for s in stop_strings if s and s in text]
+    if hits:
+        position = min(hits)[0]
+        text, reason = text[:position], "stop_string"
+        # keep the ids whose text lies before the stop string
+        while ids and len(tokenizer.decode(ids, skip_special_tokens=True)) > position:
+            ids = ids[:-1]
+    return ids, text, reason
+
+
+def generate(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    inputs: Sequence[Sequence[int]],
+    generation_config: GenerationConfig | None = None,
+    *,
+    batch_size: int = 16,
+    num_return_sequences: int | None = None,
+    stop_strings: Sequence[str] | None = None,
+    token_mass_ids: Sequence[int] | None = None,
+    token_mass_steps: int = 8,
+    seed: int | None = None,
+    progress: bool = False,
+    desc: str = "generating",
+) -> GenerationOutput:
+    """
+    Continuations of `inputs` (lists of token ids), batched with left padding; see the module docstring.
+
+    Args:
+        model: a causal LM (`PreTrainedModel`, PEFT-wrapped or not).
+        tokenizer: its tokenizer (pad/EOS ids, decoding, stop strings).
+        inputs: one list of token ids per prompt.
+        generation_config: default: greedy, `DEFAULT_MAX_NEW_TOKENS` new tokens. Unset fields are filled from the
+            model's generation config, as transformers does, and recorded as such.
+        batch_size: prompts per `generate` call (each brings `num_return_sequences` rows).
+        num_return_sequences: samples per prompt (overrides the config's); needs sampling (or beams) to differ.
+        stop_strings: generation stops at the first of these; the text is cut before it.
+        token_mass_ids: a token set whose probability is recorded at each of the first `token_mass_steps` steps.
+        seed: seeds torch before generating (reproducible sampling); recorded.
+        progress: a tqdm bar over batches, labelled `desc`.
+
+    Returns:
+        A [`GenerationOutput`]: `samples[i][j]` is sample `j` of prompt `i`.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    config, from_model = resolve_generation_config(
+        model, tokenizer, generation_config, num_return_sequences=num_return_sequences, stop_strings=stop_strings
+    )
+    n = config.num_return_sequences or 1
+    if n < 1:
+        raise ValueError(f"num_return_sequences must be >= 1, got {n}")
+    stops = _as_list(config.eos_token_id)
+    strings = list(config.stop_strings or [])
+    if isinstance(config.stop_strings, str):
+        strings = [config.stop_strings]
+    settings = generation_settings(config, from_model, batch_size=batch_size, seed=seed)
+    if seed is not None:
+        torch.manual_seed(seed)
+    order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))
+    samples: list[list[Sample]] = [[] for _ in inputs]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
+            rows = order[start : start + batch_size]
+            batch = [list(inputs[i]) for i in rows]
+            ids = pad([torch.tensor(x, dtype=torch.long) for x in batch], config.pad_token_id, padding_side="left")
+            mask = pad([torch.ones(len(x), dtype=torch.long) for x in batch], 0, padding_side="left")
+            recorder = _TokenMassRecorder(token_mass_ids, token_mass_steps) if token_mass_ids else None
+            with torch.no_grad():
+                out = model.generate(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    generation_config=config,
+                    logits_processor=LogitsProcessorList([recorder]) if recorder else None,
+                    tokenizer=tokenizer if strings else None,
+                )
+            masses = torch.stack(recorder.masses, dim=1).tolist() if recorder and recorder.masses else None
+            # generate returns the n samples of each input next to each other: row r is input r // n, sample r % n
+            for r, generated in enumerate(out[:, ids.shape[1] :].tolist()):
+                prompt_index = rows[r // n]
+                token_ids, text, reason = _cut(generated, stops, strings, tokenizer)
+                mass = masses[r][: max(len(token_ids), 1)] if masses is not None else []
+                samples[prompt_index].append(Sample(prompt_index, r % n, token_ids, text, reason, mass))
+    finally:
+        model.train(was_training)
+    return GenerationOutput(samples, settings)
+
+
+def generate_vllm(
+    llm: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    inputs: Sequence[Sequence[int]],
+    generation_config: GenerationConfig | None = None,
+    *,
+    num_return_sequences: int | None = None,
+    stop_strings: Sequence[str] | None = None,
+    seed: int | None = None,
+    progress: bool = False,
+    trust_remote_code: bool = False,
+) -> GenerationOutput:
+    """
+    The same as [`generate`] with vLLM (`pip install 'hf-safety[vllm]'`): `llm` is a `vllm.LLM` or a model path/id
+    to load into one. Greedy unless `generation_config.do_sample`; temperature, top-p, top-k, repetition penalty,
+    `max_new_tokens`, `num_return_sequences` and stop strings carry over.
+    """
+    try:
+        from vllm import LLM, SamplingParams
+    except ImportError as err:
+        raise ImportError("the vLLM backend needs vllm: pip install 'hf-safety[vllm]'") from err
+    config, _ = resolve_generation_config(
+        None, tokenizer, generation_config, num_return_sequences=num_return_sequences, stop_strings=stop_strings
+    )
+    if not isinstance(llm, LLM):
+        llm = LLM(model=str(llm), trust_remote_code=trust_remote_code)
+    stops = _as_list(config.eos_token_id)
+    n = config.num_return_sequences or 1
+    sampling: dict[str, Any] = {
+        "n": n,
+        "max_tokens": config.max_new_tokens,
+        "stop_token_ids": stops,
+        "stop": list(config.stop_strings or []) or None,
+        "repetition_penalty": config.repetition_penalty or 1.0,
+        "seed": seed,
+    }
+    if config.do_sample:
+        sampling.update(temperature=config.temperature or 1.0, top_p=config.top_p or 1.0)
+        if config.top_k and config.top_k > 0:
+            sampling["top_k"] = config.top_k
+    else:
+        sampling.update(temperature=0.0)
+    outputs = llm.generate(
+        [{"prompt_token_ids": list(ids)} for ids in inputs], SamplingParams(**sampling), use_tqdm=progress
+    )
+    samples = []
+    for i, out in enumerate(outputs):
+        row = []
+        for j, completion in enumerate(out.outputs):
+            ids = [t for t in completion.token_ids if t not in stops]
+            reason = {"stop": "stop", "length": "length"}.get(completion.finish_reason, completion.finish_reason)
+            if reason == "stop" and completion.stop_reason is not None and isinstance(completion.stop_reason, str):
+                reason = "stop_string"
+            row.append(Sample(i, j, ids, completion.text, reason))
+        samples.append(row)
+    return GenerationOutput(samples, generation_settings(config, backend="vllm", seed=seed))
+
+
+def encode_prompt(
+    tokenizer: PreTrainedTokenizerBase,
+    messages: str | list[dict[str, str]],
+    prefill: str | None = None,
+    prefill_tokens: int | None = None,
+    use_chat_template: bool | None = None,
+) -> EncodedPrompt:
+    """
+    Token ids of a prompt: the chat template with the assistant header (or, without a chat template, the messages'
+    text joined by blank lines), then the forced opening of the assistant turn: all of `prefill`, or its first
+    `prefill_tokens` tokens as the tokenizer writes them inside the assistant turn (cut on token ids, never on a
+    re-tokenized string).
+    """
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    if use_chat_template is None:
+        use_chat_template = tokenizer.chat_template is not None
+    if use_chat_template:
+        text_or_messages: Any = messages
+        answer: Any = [{"role": "assistant", "content": prefill or ""}]
+    else:
+        text_or_messages = "\n\n".join(m["content"] for m in messages)
+        answer = prefill or ""
+    if not prefill:
+        if use_chat_template:
+            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+            ids = ids["input_ids"]
+        else:
+            ids = tokenizer(text=text_or_messages)["input_ids"]
+        return EncodedPrompt(list(ids), [])
+    pieces = tokenize_row(PreferenceRow(prompt=text_or_messages, chosen=answer, rejected=answer), tokenizer)
+    forced = pieces["rejected_ids"]
+    if prefill_tokens is not None:
+        forced = forced[:prefill_tokens]
+    return EncodedPrompt(pieces["prompt_ids"] + forced, forced)
