@@ -34,6 +34,7 @@ the median of the per-round paired ratios are reported beside it as cross-checks
 from __future__ import annotations
 
 import os
+import sys
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -53,6 +54,10 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+
+# the fixed toy rows of the test suite (tests/testing_utils.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 PARTS = ("fetch", "collate", "fwd_bwd", "optim")
@@ -91,10 +96,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 def build(args: argparse.Namespace, workdir: str):
     """The DeRTa trainer, the SFT trainer on DeRTa's sequences, and the batches (row indices into each dataset)."""
     from datasets import Dataset, concatenate_datasets
+    from testing_utils import toy_corpus, toy_safety_dataset
     from trl import SFTConfig, SFTTrainer
 
     from hf_safety import DeRTaConfig, DeRTaTrainer
-    from hf_safety.toy import build_tokenizer, tiny_model, toy_corpus, toy_safety_dataset
+    from hf_safety.toy import build_tokenizer, tiny_model
 
     tokenizer = build_tokenizer(toy_corpus(), "llama3", "word")
     model_kwargs = dict(hidden_size=args.hidden_size, num_hidden_layers=args.layers, num_attention_heads=args.heads)

@@ -41,6 +41,7 @@ Verdicts of both modes are compared (raw text and `unsafe`); mismatches are coun
 from __future__ import annotations
 
 import os
+import sys
 
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -52,6 +53,10 @@ import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+
+# the fixed toy rows of the test suite (tests/testing_utils.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 TARGET = 5.0
@@ -82,7 +87,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def pairs(count: int) -> tuple[list[str], list[str]]:
     """`count` (prompt, response) pairs from the toy rows: each harmful request with its refusal and its harmful
     answer, each benign request with its answer, cycled."""
-    from hf_safety.toy import toy_rows
+    from testing_utils import toy_rows
 
     base = []
     for row in toy_rows():
@@ -96,9 +101,11 @@ def pairs(count: int) -> tuple[list[str], list[str]]:
 
 def build_judge(args: argparse.Namespace):
     import torch
+    from testing_utils import toy_corpus
 
-    from hf_safety.judges import LlamaGuardJudge, render_llama_guard_prompt
-    from hf_safety.toy import build_tokenizer, tiny_model, toy_corpus
+    from hf_safety.judges import LlamaGuardJudge
+    from hf_safety.judges.llama_guard import render_llama_guard_prompt
+    from hf_safety.toy import build_tokenizer, tiny_model
 
     if args.model:
         dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)

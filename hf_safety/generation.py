@@ -186,8 +186,9 @@ def generation_settings(config: GenerationConfig, from_model: Sequence[str] = ()
         if value is None or (key in ("temperature", "top_p", "top_k", "min_p", "typical_p") and not config.do_sample):
             continue
         settings[key] = list(value) if isinstance(value, tuple) else value
-    if from_model:
-        settings["from_checkpoint"] = list(from_model)
+    from_checkpoint = [key for key in from_model if key in settings]
+    if from_checkpoint:
+        settings["from_checkpoint"] = from_checkpoint
     settings.update({k: v for k, v in extra.items() if v is not None})
     return settings
 

@@ -276,8 +276,8 @@ def test_batches_are_left_padded_and_match_one_by_one(lt):
     # right padding would put <pad> last in the short rows and make them answer eos (unknown)
     assert [v.unsafe for v in verdicts] == [True] * 5
     assert {tuple(v.categories) for v in verdicts} == {("S1: Violent Crimes", "S10: Hate")}
-    assert [v.score for v in verdicts] == pytest.approx([v.score for v in guard(lt, LG3_UNSAFE, batch_size=1)(
-        prompts, ["r"] * 5)])  # fmt: skip
+    one_by_one = guard(lt, LG3_UNSAFE, batch_size=1)(prompts, ["r"] * 5)
+    assert [v.score for v in verdicts] == pytest.approx([v.score for v in one_by_one])
 
 
 @pytest.fixture(scope="module")

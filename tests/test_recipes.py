@@ -1,6 +1,8 @@
 """The toy recipe end to end (shortened), the 8B recipe's parsing, the CLI, and the QLoRA code path on CPU."""
 
 import json
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from hf_safety import DeRTaConfig, DeRTaTrainer
 from hf_safety.cli import main as cli_main
+from hf_safety.eval import SafetyReport
 from hf_safety.scripts.derta import make_parser
 from hf_safety.toy import TOY_MODEL, resolve_model
 
@@ -53,6 +56,23 @@ def test_toy_recipe_end_to_end(tmp_path, monkeypatch):
     assert results["start"]["refusal_seen"]["0"] == 0.0  # the unsafe start answers harmful requests
     assert results["trained"]["refusal_seen"]["0"] >= 0.9
     assert (out / "refusal_vs_prefix.png").exists()
+
+    # The README's evaluation examples, as written, on this model (offline: bundled suites, the suite file written by
+    # the recipe)
+    readme = (RECIPES.parent / "README.md").read_text()
+    section = readme[readme.index("### Evaluating a model") :]
+    command = re.search(r"```bash\n(hf-safety eval .*?)```", section, re.S).group(1).replace("\\\n", " ")
+    command = command.replace("outputs/derta-toy", str(out)).replace("eval_out", str(tmp_path / "eval_out"))
+    assert cli_main(shlex.split(command)[1:] + ["--no-progress"]) == 0
+    report = SafetyReport.load(tmp_path / "eval_out")
+    assert report.result("eval_suite", "prefill:12").n == 50 and report.result("advbench", "prefill:12").n == 50
+    assert report.result("xstest", "prefill:3").n == 0  # no targets: n/a
+    assert report.result("xstest", "none").over_refusal.n == 50
+    code = re.search(r"```python\n(from hf_safety import evaluate_safety.*?)```", section, re.S).group(1)
+    code = code.replace('"outputs/derta-toy"', repr(str(out))).replace('"eval_out_py"', repr(str(tmp_path / "py")))
+    exec(code.replace("limit=50,", "limit=50, progress=False,"), {})
+    report = SafetyReport.load(tmp_path / "py")
+    assert {r.attack for r in report.results} >= {"none", "prefill:12", "template:aim", "code", "cipher:caesar"}
 
 
 def test_8b_recipe_parses_to_qlora_settings():

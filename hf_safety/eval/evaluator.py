@@ -171,9 +171,10 @@ class SafetyEvaluator:
                 if (suite.name, attack.key) in done:
                     records, skipped = done[(suite.name, attack.key)]
                 else:
-                    records, skipped, settings = self._run_block(
+                    records, skipped, ran = self._run_block(
                         model, tokenizer, suite.rows, attack, context, chat, accelerator
                     )
+                    settings = ran or settings  # a block the attack did not apply to generated nothing
                     if out is not None and main_process:
                         out.append_block(suite.name, attack.key, records, skipped)
                 if skipped == len(suite):

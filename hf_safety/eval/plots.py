@@ -46,8 +46,12 @@ def plot_rate_by_attack(report: SafetyReport, attr: str, ylabel: str, title: str
     results: list[SuiteAttackResult] = report.results
     if not any(defined(getattr(r, attr)) for r in results):
         return None
-    suites = [s for s in dict.fromkeys(r.suite for r in results) if any(defined(getattr(r, attr)) for r in results
-              if r.suite == s) or any(not r.n for r in results if r.suite == s)]  # fmt: skip
+    # suites with something to show for this rate, or an attack that applied to none of their rows (shown as n/a)
+    suites = [
+        s
+        for s in dict.fromkeys(r.suite for r in results)
+        if any(defined(getattr(r, attr)) or not r.n for r in results if r.suite == s)
+    ]
     attacks = list(dict.fromkeys(r.attack for r in results if r.suite in suites))
     plt = _pyplot()
     width = 0.8 / len(suites)
@@ -65,9 +69,9 @@ def plot_rate_by_attack(report: SafetyReport, attr: str, ylabel: str, title: str
         values = [100 * rate.rate for rate in rates]
         yerr = [[100 * (rate.rate - rate.ci[0]) for rate in rates], [100 * (rate.ci[1] - rate.rate) for rate in rates]]
         bars = ax.bar(xs, values, width=width, yerr=yerr if rates else None, capsize=3, label=suite)
+        color = bars.patches[0].get_facecolor() if bars.patches else "black"
         for x in missing:
-            ax.text(x, 2, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color=bars.patches[0].get_facecolor()
-                    if bars.patches else "black")  # fmt: skip
+            ax.text(x, 2, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color=color)
     ax.set_xticks(range(len(attacks)))
     ax.set_xticklabels(attacks, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
@@ -108,8 +112,8 @@ def plot_prefill(report: SafetyReport, path: str | Path) -> Path | None:
         ax.set_ylim(-5, 105)
         ax.grid(alpha=0.3)
         if not_applicable:
-            ax.text(0.01, 0.01, "n/a (no target to prefill): " + ", ".join(not_applicable), transform=ax.transAxes,
-                    fontsize=7, va="bottom")  # fmt: skip
+            label = "n/a (no target to prefill): " + ", ".join(not_applicable)
+            ax.text(0.01, 0.01, label, transform=ax.transAxes, fontsize=7, va="bottom")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.suptitle(f"Prefill attack: {report.model_name}", fontsize=10)

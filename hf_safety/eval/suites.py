@@ -467,8 +467,8 @@ def _load_hub(spec: SuiteSpec, split: str | None) -> list[tuple[Dataset, str, st
                 + ("HF_HUB_OFFLINE is set, so the Hub cannot be reached. " if offline else "")
                 + f"Download it where the Hub is reachable, or pass a local file instead: "
                 f"load_suite('path/to/{spec.name}.jsonl', column_mapping={spec.column_mapping!r}) "
-                f"(CLI: --suite path/to/{spec.name}.jsonl --column-mapping "
-                + " --column-mapping ".join(f"{k}={v}" for k, v in spec.column_mapping.items())
+                f"(CLI: --suites path/to/{spec.name}.jsonl --column-mapping "
+                + " ".join(f"{k}={v}" for k, v in spec.column_mapping.items())
                 + "); csv, jsonl, json and parquet files work."
             ) from err
         parts.append((dataset, split_name, label))

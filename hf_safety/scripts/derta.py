@@ -45,11 +45,13 @@ def load_data(script_args: ScriptArguments, seed: int) -> DatasetDict:
 
 
 def evaluate_toy(trainer: DeRTaTrainer, start: str, training_args: DeRTaConfig) -> None:
-    """In the toy world: the prefill attack on the starting model and the trained one (table, results.json, PNG)."""
+    """In the toy world: the prefill attack on the starting model and the trained one (table, results.json, PNG), and
+    the world's evaluation prompts as a suite file (`eval_suite.jsonl`) for `hf-safety eval`."""
     from ..toy.demo import DemoConfig, write_report
 
     cfg = DemoConfig(output_dir=training_args.output_dir, seed=training_args.seed, progress=False)
     world = ToyWorld(seed=training_args.seed)
+    world.eval_suite().to_json(f"{training_args.output_dir}/eval_suite.jsonl")
     models = {"start": AutoModelForCausalLM.from_pretrained(resolve_model_name(start)), "trained": trainer.model}
     write_report(cfg, world, trainer.processing_class, models)
 

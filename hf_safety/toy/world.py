@@ -162,6 +162,20 @@ class ToyWorld:
             "benign": Dataset.from_list(self._rows(self.benign_topics, "test")),
         }
 
+    def eval_suite(self) -> Dataset:
+        """The evaluation sets as one suite for `hf_safety.eval.load_suite`: `prompt`, `target` (the harmful answer,
+        for the prefill attack), `label` (`unsafe` / `safe`) and `category` (`seen`, `held_out`, `benign`)."""
+        rows = []
+        for name, dataset in self.eval_sets().items():
+            for row in dataset:
+                target = row["rejected"][0]["content"] if row["rejected"] else None
+                label = "safe" if name == "benign" else "unsafe"
+                category = name.removeprefix("harmful_")
+                rows.append(
+                    {"prompt": row["prompt"][0]["content"], "target": target, "label": label, "category": category}
+                )
+        return Dataset.from_list(rows)
+
     def corpus(self) -> list[str]:
         """Every text of the world, for the word-level vocabulary."""
         texts = [REFUSAL, COVER_UP, *HARMFUL_CUES, *BENIGN_CUES, *TEMPLATES]
