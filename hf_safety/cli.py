@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 
@@ -18,6 +19,28 @@ COMMANDS = {
     "demo": "Toy world on CPU: SFT vs harmful-prefix vs DeRTa under forced harmful prefixes",
     "eval": "Safety evaluation: suites x attacks, judged; ASR, refusal, over-refusal; report + plots",
 }
+
+DERTA_USAGE = """usage: hf-safety derta --config RECIPE.yaml [--field value ...]
+
+Trains with DeRTa from a YAML recipe; any field of the recipe can be overridden on the command line, e.g.
+  hf-safety derta --config recipes/derta/toy.yaml                  # the toy world: CPU, no Hub, a few minutes
+  hf-safety derta --config recipes/derta/toy.yaml --max_steps 10   # a shorter run
+All the fields: hf-safety derta --help"""
+
+
+def silence_bitsandbytes_cpu_kernel_notice() -> None:
+    """
+    Drops one message: bitsandbytes, which peft imports whenever it is installed, logs at import on CPUs with
+    AVX512-BF16 that it could not fetch an optional CPU 4-bit kernel from the Hub; nothing here needs that kernel.
+    Call it before transformers/peft import bitsandbytes.
+    """
+    bnb_logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    if _drop_bitsandbytes_cpu_kernel_notice not in bnb_logger.filters:
+        bnb_logger.addFilter(_drop_bitsandbytes_cpu_kernel_notice)
+
+
+def _drop_bitsandbytes_cpu_kernel_notice(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Failed to load CPU gemm_4bit_forward")
 
 
 def _usage() -> str:
@@ -68,14 +91,18 @@ def _eval(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    import hf_safety.toy  # noqa: F401  (registers the toy:// model names with the model loader)
-
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
     if argv[0] not in COMMANDS:
         print(f"hf-safety: unknown command {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    if argv == ["derta"]:  # nothing to train: say how (the default arguments would only fail validation)
+        print(DERTA_USAGE, file=sys.stderr)
+        return 2
+    silence_bitsandbytes_cpu_kernel_notice()
+    import hf_safety.toy  # noqa: F401  (registers the toy:// model names with the model loader)
+
     if argv[0] == "derta":
         from .scripts.derta import run
 

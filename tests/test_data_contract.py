@@ -203,7 +203,7 @@ def test_skip_invalid_rows_skips_counts_and_keeps_the_rest(llama3_tokenizer):
 
     # The remaining rows are intact: the same as preparing each good row alone
     assert prepared["row_index"] == [0, 2, 4, 5]
-    assert prepared.column_names == ["row_index", "prompt_ids", "chosen_ids", "rejected_ids"]
+    assert prepared.column_names == ["row_index", "prompt_ids", "chosen_ids", "rejected_ids", "chosen_labels"]
     for row in prepared:
         alone, _ = prepare_preference_dataset(Dataset.from_list([good[row["row_index"]]]), tok)
         assert {k: v for k, v in row.items() if k != "row_index"} == {
@@ -256,32 +256,25 @@ def messages(user: str, assistant: str, system: str | None = None) -> list[dict]
 
 
 @pytest.mark.parametrize("tok_name", ["llama3_tokenizer", "mistral_tokenizer"])
-def test_messages_rows_become_benign_rows(request, tok_name):
+def test_messages_rows_are_trained_as_sft_trains_them(request, tok_name):
+    """A `messages` row is one SFT sequence: the whole conversation, every token labelled (SFTTrainer's default for
+    conversational language-modelling data), several assistant turns included."""
     tok = request.getfixturevalue(tok_name)
-    rows = [
-        {"messages": messages("how do i cook rice", "sure , here is how")},
-        {"messages": messages("hello", "hi there")},
-        {"messages": messages("hi", "hello there") + [{"role": "user", "content": "what"}]},
+    conversation = messages("hi", "hello there") + [
+        {"role": "user", "content": "how do i cook rice"},
+        {"role": "assistant", "content": "sure , here is how"},
     ]
+    rows = [{"messages": messages("how do i cook rice", "sure , here is how")}, {"messages": conversation}]
     prepared, report = prepare_preference_dataset(Dataset.from_list(rows), tok)
-    assert report.num_skipped == 0
-    assert prepared["row_index"] == [0, 1, 2]
-    assert prepared["rejected_ids"] == [[], [], []]
-    # The same pieces as the preference row with that prompt and chosen answer
-    as_preference = [
-        {"prompt": [{"role": "user", "content": "how do i cook rice"}], "chosen": "sure , here is how"},
-        {"prompt": [{"role": "user", "content": "hello"}], "chosen": "hi there"},
-        # the prompt ends before the *last* assistant message; what follows it is dropped
-        {"prompt": [{"role": "user", "content": "hi"}], "chosen": "hello there"},
-    ]
-    expected, _ = prepare_preference_dataset(Dataset.from_list(as_preference), tok)
-    assert prepared["prompt_ids"] == expected["prompt_ids"]
-    assert prepared["chosen_ids"] == expected["chosen_ids"]
-    eot = tok.eos_token
-    assert tok.convert_ids_to_tokens(prepared[0]["chosen_ids"]) == ["sure", ",", "here", "is", "how", eot]
+    assert report.num_skipped == 0 and (report.num_harmful, report.num_benign) == (0, 2)
+    assert prepared["row_index"] == [0, 1] and prepared["rejected_ids"] == [[], []]
+    for row, prepared_row in zip(rows, prepared):
+        whole = tok.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"]
+        assert prepared_row["prompt_ids"] == [] and prepared_row["chosen_ids"] == list(whole)
+        assert prepared_row["chosen_labels"] == list(whole)
 
 
-def test_messages_multi_turn_prompt_is_everything_before_the_last_assistant_message():
+def test_messages_row_keeps_the_whole_conversation():
     conversation = [
         {"role": "system", "content": "be kind"},
         {"role": "user", "content": "hi"},
@@ -290,8 +283,8 @@ def test_messages_multi_turn_prompt_is_everything_before_the_last_assistant_mess
         {"role": "assistant", "content": "sure , here is how"},
     ]
     row = check_row({"messages": conversation}, 0)
-    assert row.prompt == conversation[:4]
-    assert row.chosen == conversation[4:]
+    assert row.messages == conversation  # trained whole, as SFTTrainer trains `messages`
+    assert row.prompt == conversation[:4] and row.chosen == conversation[4:]  # the last exchange, e.g. for evaluation
     assert row.rejected is None and not row.is_harmful and row.is_conversational
 
 

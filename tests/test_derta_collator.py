@@ -165,7 +165,7 @@ def test_refusal_token_id_empty_text_raises(request, tok_name, text):
 def test_refusal_token_id_unclean_first_token_raises(request, tok_name):
     tok = request.getfixturevalue(tok_name)
     # '!!!' is not in the word-level vocabulary: the first token is the unknown token, not a piece of the refusal
-    with pytest.raises(ValueError, match="clean token") as excinfo:
+    with pytest.raises(ValueError, match="not a real word start: it is a special token") as excinfo:
         refusal_token_id(tok, "!!! sorry")
     assert repr(tok.unk_token) in str(excinfo.value)
 

@@ -47,12 +47,20 @@ def test_toy_recipe_end_to_end(tmp_path, monkeypatch):
     assert model.config.num_hidden_layers == 2
     card = (out / "README.md").read_text()
     assert "DeRTa" in card and "2407.09121" in card and "hf-safety" in card
+    # The card names the base model and the dataset as the recipe gave them, and the model by its folder
+    assert "base_model: toy://unsafe-llama" in card and "fine-tuned version of [toy://unsafe-llama]" in card
+    assert "toy://safety" in card and "Model Card for derta-toy" in card
+    for none in ("Model Card for None", "[None]", 'model="None"', "base_model: None"):
+        assert none not in card, none
     logs = [e for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
     assert logs[-1]["step"] == 30
     assert logs[-1]["derta/rto_loss"] < logs[0]["derta/rto_loss"]
     assert logs[-1]["derta/mle_loss"] < logs[0]["derta/mle_loss"]
     # The toy world's prefill attack on the unsafe start and on the trained model
-    results = json.loads((out / "results.json").read_text())["results"]
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["config"]["model"] == "toy://unsafe-llama" and saved["config"]["dataset"] == "toy://safety"
+    assert saved["config"]["max_steps"] == 30 and saved["config"]["rto_weight"] == 1.0
+    results = saved["results"]
     assert results["start"]["refusal_seen"]["0"] == 0.0  # the unsafe start answers harmful requests
     assert results["trained"]["refusal_seen"]["0"] >= 0.9
     assert (out / "refusal_vs_prefix.png").exists()
@@ -121,7 +129,7 @@ def test_qlora_nf4_path_trains_on_cpu(tmp_path, monkeypatch, cpu_args):
             max_steps=2,
             learning_rate=1e-2,
             model_init_kwargs={"device_map": "cpu"},
-            gradient_checkpointing=True,
+            activation_checkpointing=True,
             **cpu_args,
         ),
         train_dataset=Dataset.from_list(rows),

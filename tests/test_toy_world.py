@@ -49,6 +49,9 @@ def test_shortened_demo_orders_the_arms(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["results"]["derta"]["refusal_seen"][str(longest)] == results["derta"]["refusal_seen"][longest]
     assert (tmp_path / "refusal_vs_prefix.png").stat().st_size > 10_000
+    # The start model, the results and the plot; no empty per-arm folders (nothing is saved per arm)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["refusal_vs_prefix.png", "results.json", "unsafe-start"]
+    assert not [p for p in tmp_path.rglob("*") if p.is_dir() and not any(p.iterdir())]
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ Every check raises [`InvalidRowError`], which names the row index and the field,
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,11 +26,21 @@ class InvalidRowError(ValueError):
 
 @dataclass
 class PreferenceRow:
-    """A validated row: `prompt` (str or messages), `chosen` (str or assistant messages), `rejected` or None."""
+    """
+    A validated row: `prompt` (str or messages), `chosen` (str or assistant messages), `rejected` or None.
+
+    A plain conversational row (`messages`) keeps its whole conversation in `messages`: it is trained as SFTTrainer
+    trains `messages` data (every token, or the assistant tokens with `assistant_only_loss`); `prompt` and `chosen`
+    then hold what precedes the last assistant message and that message. `tools` and `chat_template_kwargs` are the
+    row's columns of the same names, passed to the chat template as SFTTrainer passes them.
+    """
 
     prompt: str | Messages
     chosen: str | Messages
     rejected: str | Messages | None
+    messages: Messages | None = None
+    tools: list | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
 
     @property
     def is_conversational(self) -> bool:
@@ -107,7 +118,13 @@ def check_row(example: dict[str, Any], row: int) -> PreferenceRow:
             raise InvalidRowError(row, "messages", "needs a user turn followed by an assistant message")
         if not messages[last]["content"].strip():
             raise InvalidRowError(row, "messages", "the last assistant message is empty")
-        return PreferenceRow(prompt=messages[:last], chosen=[messages[last]], rejected=None)
+        return PreferenceRow(
+            prompt=messages[:last],
+            chosen=[messages[last]],
+            rejected=None,
+            messages=messages,
+            **_template_args(example, row),
+        )
 
     prompt = _check_text_or_messages(prompt, row, "prompt", conversational=False)
     conversational = isinstance(prompt, list)
@@ -119,20 +136,47 @@ def check_row(example: dict[str, Any], row: int) -> PreferenceRow:
         rejected = _check_text_or_messages(rejected, row, "rejected", conversational)
     if conversational:
         chosen, rejected = _as_assistant_messages(chosen), rejected and _as_assistant_messages(rejected)
-    return PreferenceRow(prompt=prompt, chosen=chosen, rejected=rejected)
+    return PreferenceRow(prompt=prompt, chosen=chosen, rejected=rejected, **_template_args(example, row))
+
+
+def _template_args(example: dict[str, Any], row: int) -> dict[str, Any]:
+    """The row's `tools` (a list, or a JSON string of one, as TRL accepts) and `chat_template_kwargs`."""
+    tools = example.get("tools")
+    if isinstance(tools, str):
+        try:
+            tools = json.loads(tools)
+        except json.JSONDecodeError as err:
+            raise InvalidRowError(row, "tools", f"not valid JSON: {err}") from err
+    if tools is not None and not isinstance(tools, list):
+        raise InvalidRowError(row, "tools", f"expected a list of tool definitions, got {type(tools).__name__}")
+    kwargs = example.get("chat_template_kwargs")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise InvalidRowError(row, "chat_template_kwargs", f"expected a dict, got {type(kwargs).__name__}")
+    return {"tools": tools or None, "chat_template_kwargs": kwargs or None}
 
 
 @dataclass
 class SkipReport:
-    """What `skip_invalid_rows=True` left out of a dataset: the count, and each row's index, field and reason."""
+    """
+    What preparing a dataset did besides tokenizing: rows skipped (`skip_invalid_rows=True`: each row's index, field
+    and reason), rows truncated to fit `max_length` (index, field, detail), and the numbers of harmful and benign rows
+    (None for a streamed dataset, whose rows are only seen as they are batched).
+    """
 
     dataset_name: str
     num_rows: int = 0
     skipped: list[tuple[int, str, str]] = field(default_factory=list)
+    truncated: list[tuple[int, str, str]] = field(default_factory=list)
+    num_harmful: int | None = None
+    num_benign: int | None = None
 
     @property
     def num_skipped(self) -> int:
         return len(self.skipped)
+
+    @property
+    def num_truncated(self) -> int:
+        return len(self.truncated)
 
     def by_field(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -141,11 +185,18 @@ class SkipReport:
         return counts
 
     def __str__(self) -> str:
+        parts = []
         if not self.skipped:
-            return f"{self.dataset_name} dataset: all {self.num_rows} rows valid"
-        first = "; ".join(f"row {r}, field '{f}': {why}" for r, f, why in self.skipped[:5])
-        more = f" (+{self.num_skipped - 5} more)" if self.num_skipped > 5 else ""
-        return (
-            f"{self.dataset_name} dataset: skipped {self.num_skipped} of {self.num_rows} rows "
-            f"(by field: {self.by_field()}): {first}{more}"
-        )
+            parts.append(f"{self.dataset_name} dataset: all {self.num_rows} rows valid")
+        else:
+            first = "; ".join(f"row {r}, field '{f}': {why}" for r, f, why in self.skipped[:5])
+            more = f" (+{self.num_skipped - 5} more)" if self.num_skipped > 5 else ""
+            parts.append(
+                f"{self.dataset_name} dataset: skipped {self.num_skipped} of {self.num_rows} rows "
+                f"(by field: {self.by_field()}): {first}{more}"
+            )
+        if self.truncated:
+            first = "; ".join(f"row {r}, field '{f}': {why}" for r, f, why in self.truncated[:3])
+            more = f" (+{self.num_truncated - 3} more)" if self.num_truncated > 3 else ""
+            parts.append(f"{self.num_truncated} rows truncated to fit max_length: {first}{more}")
+        return "; ".join(parts)

@@ -32,7 +32,8 @@ class DeRTaCollator(DataCollatorMixin):
       harmful row; with `harmful_prefix=False`, `k = 0` (plain SFT on the safe answer).
     - (b) RTO, when `rto=True`: input `P h1..hn`, label `R` at every harmful position (or a random `rto_position_keep`
       fraction of them, at least one), so "after the prompt and any number of harmful tokens, the next token is R".
-    - a benign row: input `P S`, labels on `S`.
+    - a benign row: input `P S`, labels on `S`; a row with `chosen_labels` (an SFT-format row: no prompt, `S` the
+      whole sequence) takes those labels, as SFTTrainer would train it.
 
     The prefix lengths and kept RTO positions are drawn again each time a row is collated, from a generator keyed by
     `(seed, epoch, row_index, draw)`: a run is reproducible, each epoch sees new cuts, and a resumed run draws what
@@ -47,7 +48,8 @@ class DeRTaCollator(DataCollatorMixin):
 
     Args:
         pad_token_id (`int`): token id used to pad `input_ids`.
-        refusal_token_id (`int`): RTO target, see [`~hf_safety.data.refusal_token_id`].
+        refusal_token_id (`int`): RTO target, see [`~hf_safety.data.refusal_token_id`] (may be `None` with
+            `rto=False`).
         harmful_prefix (`bool`, defaults to `True`): sample a harmful prefix for (a); `False` keeps `k = 0`.
         rto (`bool`, defaults to `True`): emit the RTO sequence (b) for each harmful row.
         prefix_sampling (`str`, defaults to `"uniform"`): `"uniform"` draws `k` uniformly in `0..n` tokens;
@@ -74,7 +76,7 @@ class DeRTaCollator(DataCollatorMixin):
     """
 
     pad_token_id: int
-    refusal_token_id: int
+    refusal_token_id: int | None
     harmful_prefix: bool = True
     rto: bool = True
     prefix_sampling: str = "uniform"
@@ -88,6 +90,8 @@ class DeRTaCollator(DataCollatorMixin):
     return_tensors: str = "pt"
 
     def __post_init__(self):
+        if self.rto and self.refusal_token_id is None:
+            raise ValueError("rto=True needs a refusal_token_id (see hf_safety.data.refusal_token_id)")
         if self.prefix_sampling not in PREFIX_SAMPLING:
             raise ValueError(f"prefix_sampling must be one of {PREFIX_SAMPLING}, got {self.prefix_sampling!r}")
         if not 0.0 <= self.empty_prefix_prob <= 1.0:
@@ -139,7 +143,9 @@ class DeRTaCollator(DataCollatorMixin):
             safe = safe[:room]
         ignore = [-100] * len(prompt)
         if not harmful:
-            return [(prompt + safe, ignore + safe, BENIGN, 0)]
+            # an SFT-format row carries its own labels (-100 where SFTTrainer would not train)
+            labels = list(example.get("chosen_labels") or [])[: len(safe)] or safe
+            return [(prompt + safe, ignore + labels, BENIGN, 0)]
 
         rng = self._generator(example)
         k_max = len(harmful) if room is None else max(0, min(len(harmful), room - len(safe)))

@@ -50,6 +50,16 @@ class DeRTaConfig(SFTConfig):
     draws the same ones as an uninterrupted run.
     """
 
+    # TRL's default (checkpointing on) under transformers 5's name, so that a plain DeRTaConfig raises no deprecation
+    # warning; `gradient_checkpointing` is still honoured (with transformers' warning) when set
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={"help": "Deprecated alias of `activation_checkpointing`."},
+    )
+    activation_checkpointing: bool | None = field(
+        default=None,
+        metadata={"help": "Trade compute for memory (default: on, as in TRL)."},
+    )
     refusal_text: str = field(
         default="Sorry",
         metadata={"help": "Refusal whose first token (at the start of an answer) is the RTO target."},
@@ -103,6 +113,8 @@ class DeRTaConfig(SFTConfig):
             raise ValueError(
                 "DeRTa builds its sequences per batch, so `packing` and `padding_free` are not supported."
             )
-        if self.loss_type != "nll":
-            raise ValueError(f"DeRTa trains with the NLL loss; `loss_type={self.loss_type!r}` is not supported.")
+        if self.loss_type not in ("nll", "dft"):
+            raise ValueError(f"DeRTa trains with `loss_type` 'nll' or 'dft'; got {self.loss_type!r}.")
+        if self.activation_checkpointing is None and self.gradient_checkpointing is None:
+            self.activation_checkpointing = True
         super().__post_init__()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import os
 import textwrap
 from collections.abc import Callable
 from typing import Any
@@ -16,16 +19,46 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 from trl import SFTTrainer
-from trl.trainer.utils import get_config_model_id
+from trl.trainer.utils import generate_model_card, get_config_model_id
 
-from ..data import TOKENIZED_COLUMNS, SkipReport, prepare_preference_dataset, refusal_token_id
+from ..data import (
+    TOKENIZED_COLUMNS,
+    EmptyDatasetError,
+    SkipReport,
+    prepare_preference_dataset,
+    refusal_token_from_data,
+    refusal_token_id,
+    sft_rows_to_contract,
+)
+from ..models import resolve_model_name
 from .collator import BENIGN, HARMFUL_PREFIX, RTO, DeRTaCollator
 from .config import DeRTaConfig
 
 
 logger = logging.get_logger(__name__)
+
+COUNTERS_FILE = "derta_counters.json"
+# Safe answers (of harmful rows) read to find how a refusal really starts in the data
+_REFUSAL_SAMPLE = 2000
+
+
+def _first_row(dataset: Dataset | IterableDataset | None) -> dict[str, Any] | None:
+    if dataset is None:
+        return None
+    if isinstance(dataset, Dataset):
+        return dataset[0] if len(dataset) else None
+    return next(iter(dataset), None)
+
+
+def _check_not_empty(dataset: Any, name: str) -> None:
+    if isinstance(dataset, dict):
+        for key, value in dataset.items():
+            _check_not_empty(value, key)
+    elif isinstance(dataset, (Dataset, IterableDataset)) and _first_row(dataset) is None:
+        raise EmptyDatasetError(f"The {name} dataset is empty: DeRTaTrainer needs at least one row.")
 
 
 class _CollatorEpochCallback(TrainerCallback):
@@ -92,31 +125,38 @@ class DeRTaTrainer(SFTTrainer):
         model: str | PreTrainedModel,
         args: DeRTaConfig | TrainingArguments | None = None,
         data_collator: DeRTaCollator | None = None,
-        train_dataset: Dataset | None = None,
-        eval_dataset: Dataset | dict[str, Dataset] | None = None,
+        train_dataset: Dataset | IterableDataset | None = None,
+        eval_dataset: Dataset | IterableDataset | dict[str, Dataset | IterableDataset] | None = None,
         processing_class: PreTrainedTokenizerBase | None = None,
         callbacks: list[TrainerCallback] | None = None,
         optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
         optimizer_cls_and_kwargs: tuple[type[torch.optim.Optimizer], dict[str, Any]] | None = None,
         quantization_config: Any | None = None,
         peft_config: Any | None = None,
+        compute_loss_func: Callable | None = None,
         compute_metrics: Callable | None = None,
         preprocess_logits_for_metrics: Callable | None = None,
+        formatting_func: Callable[[dict], str] | None = None,
     ):
+        # The base model as the user named it (a Hub id, a folder, or a registered name such as toy://...), for cards
+        self._base_model_name = model if isinstance(model, str) else get_config_model_id(model.config)
+        if isinstance(model, str):
+            model = resolve_model_name(model)
         if args is None:
-            model_name = (model if isinstance(model, str) else get_config_model_id(model.config)).split("/")[-1]
-            args = DeRTaConfig(f"{model_name}-DeRTa")
+            args = DeRTaConfig(f"{self._base_model_name.split('/')[-1]}-DeRTa")
         elif not isinstance(args, DeRTaConfig):
             dict_args = args.to_dict()
             dict_args["hub_token"] = args.hub_token  # to_dict hides the hub_token
             args = DeRTaConfig(**dict_args)
-        if isinstance(train_dataset, IterableDataset):
-            raise TypeError("DeRTaTrainer validates and tokenizes the data at init and needs a `datasets.Dataset`.")
         if processing_class is not None and isinstance(processing_class, ProcessorMixin):
             raise TypeError("DeRTaTrainer supports text models only; pass a tokenizer as `processing_class`.")
+        _check_not_empty(train_dataset, "train")
+        _check_not_empty(eval_dataset, "eval")
 
         self.skip_reports: dict[str, SkipReport] = {}
         self.refusal_token_id: int | None = None
+        self._refusal_note = ""
+        self._sequence_counts = {"benign": 0, "harmful_prefix": 0, "rto": 0}
         super().__init__(
             model=model,
             args=args,
@@ -128,17 +168,27 @@ class DeRTaTrainer(SFTTrainer):
             optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
             quantization_config=quantization_config,
             peft_config=peft_config,
+            compute_loss_func=compute_loss_func,
             compute_metrics=compute_metrics,
             preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+            formatting_func=formatting_func,
         )
-        if self.refusal_token_id is None:  # dataset prepared by the user (skip_prepare_dataset)
+        if self._skip_prepare_dataset:  # the user's own `input_ids`/`labels`, used as they are (as SFTTrainer does)
+            self.train_dataset = self._contract_from_user_tokens(self.train_dataset, "train")
+            if isinstance(self.eval_dataset, dict):
+                self.eval_dataset = {k: self._contract_from_user_tokens(v, k) for k, v in self.eval_dataset.items()}
+            else:
+                self.eval_dataset = self._contract_from_user_tokens(self.eval_dataset, "eval")
+        if self.refusal_token_id is None and args.rto and self._refusal_needed():
+            # a dataset tokenized by the user (skip_prepare_dataset, or already-tokenized columns)
             self.refusal_token_id = refusal_token_id(self._tokenizer, args.refusal_text)
+            self._refusal_note = "derived from refusal_text"
         # SFTTrainer set the pad token on the tokenizer and the model; replace its collator with DeRTa's
         self.data_collator = data_collator or DeRTaCollator(
             pad_token_id=self._tokenizer.pad_token_id,
             refusal_token_id=self.refusal_token_id,
             harmful_prefix=args.harmful_prefix,
-            rto=args.rto,
+            rto=args.rto and self.refusal_token_id is not None,
             prefix_sampling=args.prefix_length_sampling,
             empty_prefix_prob=args.empty_prefix_prob,
             rto_position_keep=args.rto_position_keep,
@@ -148,39 +198,158 @@ class DeRTaTrainer(SFTTrainer):
             return_sequence_kind=True,
         )
         self.add_callback(_CollatorEpochCallback(self))
-        self._sequence_counts = {"benign": 0, "harmful_prefix": 0, "rto": 0}
+        self._announce()
 
-    def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
-        if formatting_func is not None:
-            raise ValueError("DeRTaTrainer does not take a `formatting_func`; pass rows of the data contract.")
-        if set(TOKENIZED_COLUMNS) <= set(dataset.column_names):  # already prepared
+    def _contract_from_user_tokens(self, dataset, dataset_name):
+        """With `skip_prepare_dataset=True`: the user's tokenized rows (`input_ids`, optional `labels`) as benign rows
+        of the data contract, neither truncated nor re-tokenized."""
+        first = _first_row(dataset)
+        if first is None or set(TOKENIZED_COLUMNS) <= set(first) or "input_ids" not in first:
             return dataset
-        if self.refusal_token_id is None:
-            # The refusal token is derived the way the data are tokenized: through the chat template or as text
-            first = dataset[0] if len(dataset) else {}
-            conversational = isinstance(first.get("prompt") or first.get("messages"), list)
-            self.refusal_token_id = refusal_token_id(self._tokenizer, args.refusal_text, conversational)
-            logger.info(
-                f"DeRTa refusal token: {self._tokenizer.decode([self.refusal_token_id])!r} "
-                f"(id {self.refusal_token_id}) from refusal_text={args.refusal_text!r}"
-            )
-        prepared, report = prepare_preference_dataset(
+        prepared, report = sft_rows_to_contract(
             dataset,
-            self._tokenizer,
-            max_length=args.max_length,
-            skip_invalid_rows=args.skip_invalid_rows,
-            with_word_starts=args.prefix_length_sampling == "word_boundary",
-            num_proc=args.dataset_num_proc,
+            max_length=None,
+            skip_invalid_rows=self.args.skip_invalid_rows,
             dataset_name=dataset_name,
+            num_proc=self.args.dataset_num_proc,
         )
         self.skip_reports[dataset_name] = report
+        return prepared
+
+    def _refusal_needed(self) -> bool:
+        """Whether some training row may be harmful (unknown for a streamed or user-tokenized dataset)."""
+        report = self.skip_reports.get("train")
+        return report is None or report.num_harmful is None or report.num_harmful > 0
+
+    def _announce(self) -> None:
+        """Prints, once, what DeRTa will train: the refusal token and the rows of each kind, with a loud warning when
+        DeRTa is on but the data have no harmful row."""
+        args, lines = self.args, []
+        if self.refusal_token_id is not None:
+            text = self._tokenizer.decode([self.refusal_token_id])
+            lines.append(
+                f"DeRTa refusal token (RTO target): {text!r} (id {self.refusal_token_id}); {self._refusal_note}"
+            )
+        for name, report in self.skip_reports.items():
+            if report.num_harmful is None:
+                counts = "streamed: rows are counted as they are batched (derta/num_*_sequences in the logs)"
+            else:
+                counts = f"{report.num_harmful} harmful rows, {report.num_benign} benign rows"
+            extra = f"; {report.num_skipped} skipped" if report.skipped else ""
+            if report.truncated:
+                extra += f"; {report.num_truncated} cut to fit max_length={args.max_length}"
+            lines.append(f"DeRTa {name} dataset: {counts}{extra}")
+        train = self.skip_reports.get("train")
+        if (args.rto or args.harmful_prefix) and train is not None and train.num_harmful == 0:
+            warning = (
+                f"DeRTa is on (harmful_prefix={args.harmful_prefix}, rto={args.rto}) but the train dataset has no "
+                f"harmful row (0 of {train.num_harmful + train.num_benign} rows have a non-empty `rejected`): this run "
+                "trains plain SFT. Is the harmful answer in a column named `rejected`?"
+            )
+            logger.warning(warning)
+            lines.append(f"WARNING: {warning}")
+        if lines and self.is_world_process_zero():
+            print("\n".join(lines))
+
+    def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
+        if isinstance(dataset, Dataset) and dataset.format["type"] == "custom":
+            raise ValueError(
+                "DeRTaTrainer cannot prepare a dataset that uses `Dataset.with_transform()` (as SFTTrainer cannot): "
+                "preparation calls `Dataset.map()`, which would bake the transform into the tokenized columns. "
+                "Materialize the transform with `Dataset.map()` before building the trainer."
+            )
+        first = _first_row(dataset)
+        if first is None:
+            raise EmptyDatasetError(f"The {dataset_name} dataset is empty: DeRTaTrainer needs at least one row.")
+        if set(TOKENIZED_COLUMNS) <= set(first):  # already prepared
+            return dataset
+        if "chosen" in first:  # the data contract: preference rows (and `messages` rows mixed in)
+            if formatting_func is not None:
+                raise ValueError(
+                    "`formatting_func` applies to SFT-format data (text, prompt-completion, messages); DeRTa's "
+                    "preference rows (`prompt`, `chosen`, `rejected`) are used as they are."
+                )
+            if args.completion_only_loss is False:
+                logger.warning(
+                    "completion_only_loss=False does not apply to preference rows: DeRTa trains on the answers."
+                )
+            prepared, report = prepare_preference_dataset(
+                dataset,
+                self._tokenizer,
+                max_length=args.max_length,
+                skip_invalid_rows=args.skip_invalid_rows,
+                with_word_starts=args.prefix_length_sampling == "word_boundary",
+                num_proc=args.dataset_num_proc,
+                dataset_name=dataset_name,
+                truncation_mode=args.truncation_mode,
+                assistant_only_loss=args.assistant_only_loss,
+                chat_template=self.chat_template,
+            )
+        else:  # any SFTTrainer format, prepared by SFTTrainer's own pipeline: benign rows
+            # max_length is applied afterwards, so that a row truncated to nothing is an error, not a silent drop
+            saved = args.max_length, args.shuffle_dataset
+            args.max_length, args.shuffle_dataset = None, False
+            try:
+                prepared = super()._prepare_dataset(
+                    dataset, processing_class, args, False, formatting_func, dataset_name
+                )
+            finally:
+                args.max_length, args.shuffle_dataset = saved
+            field = next(
+                (c for c in ("prompt", "messages", "conversations", args.dataset_text_field) if c in first),
+                "input_ids",
+            )
+            prepared, report = sft_rows_to_contract(
+                prepared,
+                max_length=args.max_length,
+                truncation_mode=args.truncation_mode,
+                skip_invalid_rows=args.skip_invalid_rows,
+                dataset_name=dataset_name,
+                field=field,
+                num_proc=args.dataset_num_proc,
+            )
+        self.skip_reports[dataset_name] = report
+        if dataset_name == "train" and self.refusal_token_id is None:
+            self._set_refusal_token(args, first, prepared, report)
         if args.shuffle_dataset:
             prepared = prepared.shuffle(seed=args.seed)
         return prepared
 
+    def _set_refusal_token(
+        self, args: DeRTaConfig, first: dict[str, Any], prepared: Dataset | IterableDataset, report: SkipReport
+    ):
+        """The RTO target: `refusal_text`'s first token in this dataset's format (chat template or text), then
+        matched against how the safe answers of harmful rows really start (see `refusal_token_from_data`)."""
+        if not args.rto:
+            return
+        conversational = isinstance(first.get("prompt") or first.get("messages"), list)
+        try:
+            probe = refusal_token_id(self._tokenizer, args.refusal_text, conversational)
+        except ValueError:
+            if report.num_harmful == 0:  # nothing to refuse: the target is never used
+                return
+            raise
+        rows = prepared
+        if isinstance(prepared, Dataset):
+            rows = prepared.select(range(min(len(prepared), 20 * _REFUSAL_SAMPLE)))
+        firsts = []
+        for row in rows:
+            if row["rejected_ids"] and row["chosen_ids"]:
+                firsts.append(row["chosen_ids"][0])
+            if len(firsts) >= _REFUSAL_SAMPLE or (isinstance(prepared, IterableDataset) and len(firsts) >= 256):
+                break
+        if isinstance(prepared, IterableDataset):  # the peek above went through the lazy checks: count from scratch
+            report.num_rows, report.skipped, report.truncated = 0, [], []
+        if firsts:
+            self.refusal_token_id, self._refusal_note = refusal_token_from_data(
+                self._tokenizer, args.refusal_text, probe, firsts
+            )
+        else:
+            self.refusal_token_id, self._refusal_note = probe, "derived from refusal_text"
+
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:
-            self._signature_columns = ["row_index", *TOKENIZED_COLUMNS, "rejected_word_starts"]
+            self._signature_columns = ["row_index", *TOKENIZED_COLUMNS, "chosen_labels", "rejected_word_starts"]
 
     def get_eval_dataloader(self, eval_dataset=None):
         # Evaluation draws the same prefixes every time, so eval losses are comparable across steps
@@ -200,14 +369,41 @@ class DeRTaTrainer(SFTTrainer):
         if self.aux_loss_enabled:
             inputs["output_router_logits"] = True
 
-        outputs = model(**inputs, fused_lm_head=True)
-        nll = -outputs.log_probs  # (batch, seq_len - 1), zero where the label is -100
+        if self.compute_loss_func is not None:
+            # The user's loss replaces DeRTa's (as in SFTTrainer): it gets the full logits and the labels, RTO targets
+            # included, but no `rto_weight`; the fused outputs feed the metrics
+            labels = inputs["labels"]
+            loss = self.compute_loss_func(
+                model(**{k: v for k, v in inputs.items() if k != "labels"}),
+                labels,
+                num_items_in_batch=num_items_in_batch,
+            )
+            with torch.no_grad():
+                outputs = model(**inputs, fused_lm_head=True)
+            nll = None
+        elif self.label_smoother is not None:
+            # Label smoothing needs the full logits (as in SFTTrainer); the fused outputs still feed the metrics
+            logits = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits[:, :-1].float()
+            with torch.no_grad():
+                outputs = model(**inputs, fused_lm_head=True)
+            log_probs = torch.log_softmax(logits, dim=-1)
+            labels = inputs["labels"][:, 1:]
+            mask = labels != -100
+            picked = log_probs.gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+            epsilon = self.args.label_smoothing_factor
+            nll = -((1 - epsilon) * picked + epsilon * log_probs.mean(-1)) * mask  # transformers' LabelSmoother
+        else:
+            outputs = model(**inputs, fused_lm_head=True)
+            nll = -outputs.log_probs  # (batch, seq_len - 1), zero where the label is -100
+            if self.args.loss_type == "dft":  # DFT (https://huggingface.co/papers/2508.05629), as in SFTTrainer
+                nll = nll * outputs.log_probs.exp().detach()
         rto_tokens = torch.zeros_like(outputs.label_mask, dtype=torch.bool)
         if kinds is not None:
             rto_tokens = outputs.label_mask.bool() & (kinds == RTO)[:, None]
-        weights = torch.where(rto_tokens, self.args.rto_weight, 1.0)
-        num_tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
-        loss = (nll * weights).sum() / torch.as_tensor(num_tokens).clamp(min=1)
+        if nll is not None:
+            weights = torch.where(rto_tokens, self.args.rto_weight, 1.0)
+            num_tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = (nll * weights).sum() / torch.as_tensor(num_tokens).clamp(min=1)
         # Like `Trainer.compute_loss`: `num_items_in_batch` counts every rank's tokens and DDP averages the gradients
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * (self.accelerator.num_processes // self._tp_size)
@@ -215,7 +411,7 @@ class DeRTaTrainer(SFTTrainer):
             steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss / steps
 
-        self._log_metrics(mode, inputs, outputs, nll.detach(), rto_tokens, kinds, prefix_lengths)
+        self._log_metrics(mode, inputs, outputs, -outputs.log_probs.detach(), rto_tokens, kinds, prefix_lengths)
         if return_outputs:
             with torch.no_grad():  # the logits, for `compute_metrics` (an extra forward, as in SFTTrainer)
                 outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
@@ -264,3 +460,70 @@ class DeRTaTrainer(SFTTrainer):
         metrics["num_tokens"] = [self._total_train_tokens]
         if self.aux_loss_enabled:
             metrics["aux_loss"].append(self.accelerator.gather_for_metrics(outputs.aux_loss.detach()).mean().item())
+
+    # -- checkpoints: counters that survive resume, no token on disk ---------------------------------------------------
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
+            counters = {"num_tokens": self._total_train_tokens, "sequences": self._sequence_counts}
+            with open(os.path.join(folder, COUNTERS_FILE), "w") as f:
+                json.dump(counters, f)
+
+    def _load_rng_state(self, checkpoint):
+        super()._load_rng_state(checkpoint)
+        path = os.path.join(checkpoint, COUNTERS_FILE) if checkpoint else None
+        if path and os.path.isfile(path):  # `num_tokens` and `derta/num_*_sequences` go on from the checkpoint
+            with open(path) as f:
+                counters = json.load(f)
+            self._total_train_tokens = counters["num_tokens"]
+            self._sequence_counts.update(counters["sequences"])
+
+    @contextlib.contextmanager
+    def _hub_token_kept_off_disk(self):
+        """`training_args.bin` pickles the arguments: the Hub token is left out of it (and restored for pushing)."""
+        token, self.args.hub_token = self.args.hub_token, None
+        try:
+            yield
+        finally:
+            self.args.hub_token = token
+
+    def _save(self, output_dir=None, state_dict=None):
+        with self._hub_token_kept_off_disk():
+            super()._save(output_dir, state_dict)
+
+    def _push_from_checkpoint(self, checkpoint_folder):
+        with self._hub_token_kept_off_disk():
+            super()._push_from_checkpoint(checkpoint_folder)
+
+    def create_model_card(
+        self, model_name: str | None = None, dataset_name: str | None = None, tags: str | list[str] | None = None
+    ):
+        """
+        Writes `README.md` in `output_dir`: TRL's card, naming the base model as it was given to the trainer (a Hub
+        id, a folder, or a registered name such as `toy://unsafe-llama`), `model_name` (default: the Hub model id or
+        the output folder's name) and `dataset_name`.
+        """
+        if not self.is_world_process_zero():
+            return
+        tags = {tags} if isinstance(tags, str) else set(tags or [])
+        model_name = model_name or self.hub_model_id or os.path.basename(os.path.normpath(self.args.output_dir))
+        card = generate_model_card(
+            base_model=self._base_model_name,
+            model_name=model_name,
+            hub_model_id=self.hub_model_id or model_name,  # the card's `pipeline(model=...)` example
+            dataset_name=dataset_name,
+            tags=sorted(tags | set(self._tag_names)),
+            wandb_url=None,
+            trackio_url=None,
+            comet_url=None,
+            trainer_name=self._name,
+            trainer_citation=self._paper.get("citation"),
+            template_file=self._template_file,
+            paper_title=self._paper.get("title"),
+            paper_id=self._paper.get("id"),
+        )
+        card.save(os.path.join(self.args.output_dir, "README.md"))

@@ -13,7 +13,13 @@ import it, product code never does (the toy world is a leaf).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from ..models import register_model_resolver
@@ -25,23 +31,65 @@ from .world import ToyWorld
 TOY_MODEL = "toy://tiny-llama"
 TOY_UNSAFE_MODEL = "toy://unsafe-llama"
 TOY_DATASET = "toy://safety"
+BUILD_MARKER = "toy_build.json"
 
 __all__ = [
+    "BUILD_MARKER",
     "TOY_DATASET",
     "TOY_MODEL",
     "TOY_UNSAFE_MODEL",
     "ToyWorld",
+    "build_atomically",
     "build_tokenizer",
+    "is_complete",
     "resolve_model",
     "tiny_config",
     "tiny_model",
 ]
 
 
+def is_complete(path: str | os.PathLike) -> bool:
+    """Whether `path` holds a finished toy model: its build marker ([`BUILD_MARKER`]) is written last, so a folder
+    without it (an interrupted build, or one from a version that wrote no marker) is never loaded."""
+    return (Path(path) / BUILD_MARKER).is_file()
+
+
+def build_atomically(path: str | os.PathLike, build: Callable[[Path], None], name: str) -> Path:
+    """
+    Runs `build(folder)` in a temporary folder beside `path`, writes the build marker last and renames the folder
+    into place, so a concurrent run never sees a half-written model: if another run finished `path` meanwhile, its
+    folder is kept and this one dropped; an incomplete folder left at `path` is replaced.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
+    tmp.mkdir()
+    stale = tmp.with_name(f"{tmp.name}-stale")
+    try:
+        build(tmp)
+        (tmp / BUILD_MARKER).write_text(json.dumps({"name": name, "built": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+        for _ in range(3):
+            try:
+                os.replace(tmp, path)  # atomic; fails while `path` is a non-empty folder
+                break
+            except OSError:
+                if is_complete(path):  # another run finished first: use its folder
+                    break
+                with contextlib.suppress(FileNotFoundError):  # a half-written folder: move it aside, then retry
+                    os.replace(path, stale)
+        else:
+            raise OSError(f"could not move the toy model built in {tmp} to {path}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # left only when another run won the race, or the build failed
+        shutil.rmtree(stale, ignore_errors=True)
+    return path
+
+
 def resolve_model(name_or_path: str, cache_dir: str | None = None) -> str:
     """
     Returns `name_or_path` unchanged, except for the `toy://` models: those are built once under `cache_dir`
-    (default `$HF_SAFETY_CACHE` or `~/.cache/hf_safety`) and that folder's path is returned.
+    (default `$HF_SAFETY_CACHE` or `~/.cache/hf_safety`), atomically (see [`build_atomically`]), and that folder's
+    path is returned.
 
     Raises:
         `ValueError`: a `toy://` name that is not a toy model.
@@ -53,22 +101,29 @@ def resolve_model(name_or_path: str, cache_dir: str | None = None) -> str:
             )
         return name_or_path
     root = Path(cache_dir or os.environ.get("HF_SAFETY_CACHE", Path.home() / ".cache" / "hf_safety"))
+    path = root / ("toy-unsafe-llama" if name_or_path == TOY_UNSAFE_MODEL else "toy-tiny-llama")
+    if is_complete(path):
+        return str(path)
+    world = ToyWorld()
+    tokenizer = build_tokenizer(world.corpus(), chat_format="llama3", model="word")
     if name_or_path == TOY_UNSAFE_MODEL:
         from .demo import DemoConfig, pretrain_unsafe
 
-        path = root / "toy-unsafe-llama"
-        if not (path / "config.json").exists():
-            world = ToyWorld()
-            tokenizer = build_tokenizer(world.corpus(), chat_format="llama3", model="word")
-            pretrain_unsafe(DemoConfig(progress=False), world, tokenizer, root, name=path.name)
-        return str(path)
-    path = root / "toy-tiny-llama"
-    if not (path / "config.json").exists():
-        tokenizer = build_tokenizer(ToyWorld().corpus(), chat_format="llama3", model="word")
-        model = tiny_model(tokenizer, "llama", hidden_size=64, num_hidden_layers=2, num_attention_heads=4)
-        tokenizer.save_pretrained(path)
-        model.save_pretrained(path)
-    return str(path)
+        what = "pretraining a tiny Llama on the toy world to answer everything, ~30-60 s on 2 CPU cores"
+
+        def build(folder: Path) -> None:
+            pretrain_unsafe(DemoConfig(progress=False), world, tokenizer, folder.parent, name=folder.name, quiet=True)
+
+    else:
+        what = "a randomly initialised tiny Llama, a few seconds"
+
+        def build(folder: Path) -> None:
+            model = tiny_model(tokenizer, "llama", hidden_size=64, num_hidden_layers=2, num_attention_heads=4)
+            tokenizer.save_pretrained(folder)
+            model.save_pretrained(folder)
+
+    print(f"building the toy model {name_or_path} ({what}) into {path}", flush=True)
+    return str(build_atomically(path, build, name_or_path))
 
 
 register_model_resolver("toy", resolve_model)

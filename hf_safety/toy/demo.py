@@ -11,13 +11,16 @@ It prints a table and writes `results.json` and `refusal_vs_prefix.png` to the o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase, PrinterCallback
 from transformers.utils import logging as hf_logging
 from trl import SFTConfig, SFTTrainer
 
@@ -65,7 +68,7 @@ def _common_args(cfg: DemoConfig, output_dir: Path, epochs: int, learning_rate: 
         bf16=False,
         report_to="none",
         save_strategy="no",
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         num_train_epochs=epochs,
         per_device_train_batch_size=cfg.batch_size,
         learning_rate=learning_rate,
@@ -77,10 +80,40 @@ def _common_args(cfg: DemoConfig, output_dir: Path, epochs: int, learning_rate: 
     )
 
 
+@contextlib.contextmanager
+def silenced() -> Iterator[None]:
+    """Inside the block: no transformers logs below errors, no transformers or datasets progress bars."""
+    verbosity, bars, datasets_bars = (
+        hf_logging.get_verbosity(),
+        hf_logging.is_progress_bar_enabled(),
+        not are_progress_bars_disabled(),
+    )
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    if datasets_bars:
+        disable_progress_bars()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+        if datasets_bars:
+            enable_progress_bars()
+
+
 def pretrain_unsafe(
-    cfg: DemoConfig, world: ToyWorld, tokenizer: PreTrainedTokenizerBase, output_dir: Path, name: str = "unsafe-start"
+    cfg: DemoConfig,
+    world: ToyWorld,
+    tokenizer: PreTrainedTokenizerBase,
+    output_dir: Path,
+    name: str = "unsafe-start",
+    quiet: bool = False,
 ) -> Path:
-    """Trains the unsafe starting point (answers everything) and saves it with its tokenizer to `output_dir / name`."""
+    """
+    Trains the unsafe starting point (answers everything) and saves it with its tokenizer to `output_dir / name`;
+    `quiet=True` prints nothing (no training logs, no progress bars).
+    """
     path = Path(output_dir) / name
     model = tiny_model(
         tokenizer,
@@ -90,10 +123,18 @@ def pretrain_unsafe(
         num_hidden_layers=cfg.num_hidden_layers,
         num_attention_heads=cfg.num_attention_heads,
     )
-    args = SFTConfig(**_common_args(cfg, path, cfg.pretrain_epochs, cfg.pretrain_learning_rate))
-    trainer = SFTTrainer(model=model, args=args, train_dataset=world.pretrain_dataset(), processing_class=tokenizer)
-    trainer.train()
-    trainer.save_model(str(path))
+    args = _common_args(cfg, path, cfg.pretrain_epochs, cfg.pretrain_learning_rate)
+    if quiet:
+        args.update(logging_strategy="no", disable_tqdm=True)
+    with silenced() if quiet else contextlib.nullcontext():
+        args = SFTConfig(**args)
+        trainer = SFTTrainer(
+            model=model, args=args, train_dataset=world.pretrain_dataset(), processing_class=tokenizer
+        )
+        if quiet:
+            trainer.remove_callback(PrinterCallback)  # it would still print the end-of-training metrics
+        trainer.train()
+        trainer.save_model(str(path))
     return path
 
 
@@ -102,6 +143,8 @@ def train_arm(cfg: DemoConfig, arm: str, start: Path, world: ToyWorld, output_di
     args = DeRTaConfig(**_common_args(cfg, output_dir / arm, cfg.safety_epochs, cfg.safety_learning_rate), **ARMS[arm])
     trainer = DeRTaTrainer(model=str(start), args=args, train_dataset=world.safety_dataset())
     trainer.train()
+    with contextlib.suppress(OSError):  # nothing is saved per arm (save_strategy="no"): leave no empty folder
+        os.rmdir(args.output_dir)
     return trainer
 
 
@@ -163,13 +206,26 @@ def plot(results: dict, prefix_lengths: list[int], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(cfg: DemoConfig, world: ToyWorld, tokenizer: PreTrainedTokenizerBase, models: dict) -> dict:
-    """Evaluates `models` (name -> model), prints the table, writes `results.json` and `refusal_vs_prefix.png`."""
+def write_report(
+    cfg: DemoConfig,
+    world: ToyWorld,
+    tokenizer: PreTrainedTokenizerBase,
+    models: dict,
+    config: dict | None = None,
+) -> dict:
+    """
+    Evaluates `models` (name -> model), prints the table, writes `results.json` (recording `config`, by default the
+    demo's `cfg`) and `refusal_vs_prefix.png`.
+    """
     results = {name: evaluate_model(cfg, model, tokenizer, world) for name, model in models.items()}
     output_dir = Path(cfg.output_dir)
     print(format_table(results, cfg.prefix_lengths))
     plot(results, cfg.prefix_lengths, output_dir / "refusal_vs_prefix.png")
-    payload = {"config": asdict(cfg), "world": {"held_out": list(world.held_out)}, "results": results}
+    payload = {
+        "config": asdict(cfg) if config is None else config,
+        "world": {"held_out": list(world.held_out)},
+        "results": results,
+    }
     (output_dir / "results.json").write_text(json.dumps(payload, indent=2))
     return results
 
