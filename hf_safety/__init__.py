@@ -22,6 +22,9 @@ _LAZY = {
     "load_suite": "hf_safety.eval",
     "load_judge": "hf_safety.judges",
     "Verdict": "hf_safety.judges",
+    "SEASCallback": "hf_safety.seas",
+    "SEASConfig": "hf_safety.seas",
+    "SEASTrainer": "hf_safety.seas",
 }
 
 __all__ = [
@@ -29,6 +32,9 @@ __all__ = [
     "DeRTaConfig",
     "DeRTaTrainer",
     "InvalidRowError",
+    "SEASCallback",
+    "SEASConfig",
+    "SEASTrainer",
     "SafetyEvalCallback",
     "SafetyEvalConfig",
     "SafetyEvaluator",
@@ -45,6 +51,7 @@ if TYPE_CHECKING:
     from .derta import DeRTaCollator, DeRTaConfig, DeRTaTrainer
     from .eval import SafetyEvalCallback, SafetyEvalConfig, SafetyEvaluator, SafetyReport, evaluate_safety, load_suite
     from .judges import Verdict, load_judge
+    from .seas import SEASCallback, SEASConfig, SEASTrainer
 
 
 def __getattr__(name: str):
