@@ -70,8 +70,6 @@ class SEASConfig(DPOConfig):
             Which side gets the general data: `"target"`, `"red_team"` or `"both"`.
         red_team_learning_rate, red_team_num_train_epochs, red_team_beta (*optional*):
             The red team's DPO settings; `None` = the target's.
-        load_in_4bit (`bool`, *optional*, defaults to `False`):
-            Load models given by name in 4-bit NF4 (QLoRA; pass `peft_config`).
     """
 
     # TRL's default (checkpointing on) under transformers 5's name: no deprecation warning for a plain SEASConfig
@@ -109,7 +107,6 @@ class SEASConfig(DPOConfig):
     red_team_learning_rate: float | None = field(default=None, metadata={"help": "Red team DPO lr (default: lr)."})
     red_team_num_train_epochs: float | None = field(default=None, metadata={"help": "Red team DPO epochs."})
     red_team_beta: float | None = field(default=None, metadata={"help": "Red team DPO beta (default: beta)."})
-    load_in_4bit: bool = field(default=False, metadata={"help": "Load named models in 4-bit NF4 (QLoRA)."})
     # The paper's DPO learning rate (LLaMA-Factory scripts), not DPOConfig's 1e-6
     learning_rate: float = field(default=5e-6, metadata={"help": "The target's (and by default the red team's) lr."})
 

@@ -42,19 +42,29 @@ def iteration_dir(output_dir: str | os.PathLike, iteration: int) -> Path:
     return Path(output_dir) / f"iteration_{iteration}"
 
 
-def _load(model: Any, tokenizer: Any, args: SEASConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A model given by name goes through the package's one loader (4-bit NF4 with `args.load_in_4bit`)."""
+def _load(
+    model: Any, tokenizer: Any, args: SEASConfig, quantization_config: Any = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A model given by name goes through the package's one loader (quantized with `quantization_config`)."""
     if not isinstance(model, str):
+        if quantization_config is not None:
+            raise ValueError("`quantization_config` applies to models given by name; this one is already loaded")
         if tokenizer is None:
             raise ValueError("pass the tokenizer (`processing_class` / `red_team_processing_class`) of a model object")
         return model, tokenizer
     kwargs = dict(args.model_init_kwargs or {})
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+    device_map = kwargs.pop("device_map", None)
+    if args.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):  # one copy per process, as in TRL
+        device_map = {"": args.distributed_state.local_process_index} if quantization_config is not None else None
+    elif quantization_config is not None and device_map is None and not torch.cuda.is_available():
+        device_map = "cpu"
     loaded, loaded_tokenizer = load_model_and_tokenizer(
         resolve_model_name(model),
         tokenizer=tokenizer,
         dtype=kwargs.pop("dtype", "auto"),
-        device_map=kwargs.pop("device_map", None),
-        load_in_4bit=args.load_in_4bit,
+        device_map=device_map,
         trust_remote_code=args.trust_remote_code,
         model_kwargs=kwargs,
     )
@@ -151,6 +161,8 @@ class SEASTrainer(DPOTrainer):
             logged.
         callbacks: [`SEASCallback`]s and any `TrainerCallback`.
         peft_config / red_team_peft_config: LoRA for each side (`red_team_peft_config` defaults to `peft_config`).
+        quantization_config (`BitsAndBytesConfig`, *optional*): for both models given by name (QLoRA with
+            `peft_config`).
 
     Example:
     ```python
@@ -190,6 +202,7 @@ class SEASTrainer(DPOTrainer):
         callbacks: list[TrainerCallback] | None = None,
         peft_config: Any | None = None,
         red_team_peft_config: Any | None = None,
+        quantization_config: Any | None = None,
     ):
         self._base_model_name = model if isinstance(model, str) else get_config_model_id(model.config)
         if args is None:
@@ -198,8 +211,10 @@ class SEASTrainer(DPOTrainer):
             raise ValueError("SEASTrainer needs `train_dataset`: the seed pool, with `prompt` and `category` columns")
         self.seed_pool = SeedPool(train_dataset, args.num_seed_examples)
         self.seas_output_dir = Path(args.output_dir)
-        model, processing_class = _load(model, processing_class, args)
-        red_team_model, red_team_processing_class = _load(red_team_model, red_team_processing_class, args)
+        model, processing_class = _load(model, processing_class, args, quantization_config)
+        red_team_model, red_team_processing_class = _load(
+            red_team_model, red_team_processing_class, args, quantization_config
+        )
         for tokenizer in (processing_class, red_team_processing_class):
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
@@ -213,13 +228,16 @@ class SEASTrainer(DPOTrainer):
             from peft import get_peft_model, prepare_model_for_kbit_training
 
             if getattr(red_team_model, "is_loaded_in_4bit", False):
-                red_team_model = prepare_model_for_kbit_training(red_team_model)
+                red_team_model = prepare_model_for_kbit_training(
+                    red_team_model, use_gradient_checkpointing=bool(args.activation_checkpointing)
+                )
             torch.manual_seed(args.seed)
             red_team_model = get_peft_model(red_team_model, red_team_peft_config)
             self.red_team_ref_model = None
         else:
             self.red_team_ref_model = copy.deepcopy(red_team_model).eval().requires_grad_(False)
         self.red_team_model = red_team_model
+        args.model_init_kwargs = None  # used above by the loader; DPOTrainer gets the loaded models
         self._preparing_seed_pool = True
         super().__init__(
             model=model,
@@ -374,7 +392,9 @@ class SEASTrainer(DPOTrainer):
         self.train_dataset = self._prepare_dataset(rows, self.processing_class, args, "train")
         self.optimizer, self.lr_scheduler = None, None
         args.output_dir = str(folder)
+        history = self.state.log_history  # `train()` starts a new state: keep the whole run's logs in one history
         super().train(resume_from_checkpoint=get_last_checkpoint(folder) if folder.is_dir() else None)
+        self.state.log_history = history + self.state.log_history
         args.output_dir = str(self.seas_output_dir)
 
     def _train_red_team(self, folder: Path, iteration: int, rows: Dataset) -> None:
@@ -400,7 +420,9 @@ class SEASTrainer(DPOTrainer):
         """The target's DPO settings with the `red_team_*` overrides, logging only through this trainer."""
         args = self.args
         values = {f.name: getattr(args, f.name) for f in dataclasses.fields(DPOConfig) if f.init}
-        values.update(output_dir=str(folder), report_to="none", push_to_hub=False, hub_token=None)
+        values.update(
+            output_dir=str(folder), report_to="none", push_to_hub=False, hub_token=None, model_init_kwargs=None
+        )
         for name in ("learning_rate", "num_train_epochs", "beta"):
             override = getattr(args, f"red_team_{name}")
             if override is not None:
