@@ -396,6 +396,9 @@ class SEASTrainer(DPOTrainer):
         super().train(resume_from_checkpoint=get_last_checkpoint(folder) if folder.is_dir() else None)
         self.state.log_history = history + self.state.log_history
         args.output_dir = str(self.seas_output_dir)
+        # the optimizer state is not needed until the next round's DPO: free it for the attack stage and the red team
+        self.optimizer, self.lr_scheduler = None, None
+        self.accelerator.free_memory()
 
     def _train_red_team(self, folder: Path, iteration: int, rows: Dataset) -> None:
         model = self.red_team_model
@@ -414,6 +417,8 @@ class SEASTrainer(DPOTrainer):
         )
         trainer.train(resume_from_checkpoint=get_last_checkpoint(folder) if folder.is_dir() else None)
         self.red_team_model = trainer.accelerator.unwrap_model(trainer.model)
+        trainer.optimizer = trainer.lr_scheduler = None
+        trainer.accelerator.free_memory()
         del trainer
 
     def _red_team_args(self, folder: Path) -> DPOConfig:
