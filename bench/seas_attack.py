@@ -53,11 +53,11 @@ os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+from bench_env import device_info, versions, write_result  # noqa: E402
 
 
 TARGET = 5.0
@@ -328,20 +328,10 @@ def main(argv=None) -> dict:
         },
         "generation_settings": {"red_team": red_settings, "target": answers.settings},
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "device": {
-            "type": device.type,
-            "name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "device": device_info(device),
+        "versions": versions(),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output}")
-    return result
+    return write_result(args.output, result)
 
 
 if __name__ == "__main__":

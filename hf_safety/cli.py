@@ -1,7 +1,9 @@
 """`hf-safety`: the command line, thin over the modules.
 
 - `hf-safety derta --config recipes/derta/toy.yaml [--field value ...]`: train with DeRTa from a YAML recipe.
-- `hf-safety demo [--output-dir DIR]`: the toy-world demo (unsafe start, three safety-training arms, prefill attack).
+- `hf-safety seas --config recipes/seas/toy.yaml [--field value ...]`: train with SEAS from a YAML recipe.
+- `hf-safety demo [--output-dir DIR]`: the toy-world demo (unsafe start, three safety-training arms, prefill attack);
+  `hf-safety demo --method seas`: the toy SEAS world (red team vs target over three rounds, ASR per round).
 - `hf-safety eval --model PATH_OR_ID --suites advbench xstest --attacks none prefill --output_dir DIR` (or
   `--config eval.yaml`): safety evaluation (ASR with confidence intervals, refusal and over-refusal), saved as
   records.jsonl, report.json, summary.md and plots; the flags are the fields of `SafetyEvalConfig`.
@@ -16,7 +18,8 @@ import sys
 
 COMMANDS = {
     "derta": "Train with DeRTa from a YAML recipe (same arguments as recipes/derta_llama3.py)",
-    "demo": "Toy world on CPU: SFT vs harmful-prefix vs DeRTa under forced harmful prefixes",
+    "seas": "Train with SEAS from a YAML recipe (same arguments as recipes/seas_llama3.py)",
+    "demo": "Toy world on CPU: SFT vs harmful-prefix vs DeRTa (default), or --method seas: SEAS's red team vs target",
     "eval": "Safety evaluation: suites x attacks, judged; ASR, refusal, over-refusal; report + plots",
 }
 
@@ -26,6 +29,13 @@ Trains with DeRTa from a YAML recipe; any field of the recipe can be overridden 
   hf-safety derta --config recipes/derta/toy.yaml                  # the toy world: CPU, no Hub, a few minutes
   hf-safety derta --config recipes/derta/toy.yaml --max_steps 10   # a shorter run
 All the fields: hf-safety derta --help"""
+
+SEAS_USAGE = """usage: hf-safety seas --config RECIPE.yaml [--field value ...]
+
+Trains a red team and a target with SEAS from a YAML recipe; any field can be overridden on the command line, e.g.
+  hf-safety seas --config recipes/seas/toy.yaml                       # the toy SEAS world: CPU, no Hub, minutes
+  hf-safety seas --config recipes/seas/toy.yaml --num_iterations 2    # a shorter run
+All the fields: hf-safety seas --help"""
 
 
 def silence_bitsandbytes_cpu_kernel_notice() -> None:
@@ -54,15 +64,35 @@ def _demo(argv: list[str]) -> None:
 
     defaults = DemoConfig()
     parser = argparse.ArgumentParser(prog="hf-safety demo", description=COMMANDS["demo"])
-    parser.add_argument("--output-dir", default=defaults.output_dir)
+    parser.add_argument(
+        "--method",
+        choices=["derta", "seas"],
+        default="derta",
+        help="derta (default): SFT vs harmful-prefix vs DeRTa under forced harmful prefixes; seas: the toy SEAS "
+        "world, red team vs target over rounds",
+    )
+    parser.add_argument("--output-dir", default=None, help="default: outputs/demo (derta), outputs/seas-demo (seas)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--pretrain-epochs", type=int, default=defaults.pretrain_epochs)
-    parser.add_argument("--safety-epochs", type=int, default=defaults.safety_epochs)
+    parser.add_argument("--pretrain-epochs", type=int, default=defaults.pretrain_epochs, help="derta only")
+    parser.add_argument("--safety-epochs", type=int, default=defaults.safety_epochs, help="derta only")
+    parser.add_argument("--num-iterations", type=int, default=3, help="seas only: SEAS rounds")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    if args.method == "seas":
+        from .toy.seas_demo import SEASDemoConfig, run_seas_demo
+
+        run_seas_demo(
+            config=SEASDemoConfig(
+                output_dir=args.output_dir or SEASDemoConfig.output_dir,
+                seed=args.seed,
+                num_iterations=args.num_iterations,
+                progress=not args.no_progress,
+            )
+        )
+        return
     run_demo(
         DemoConfig(
-            output_dir=args.output_dir,
+            output_dir=args.output_dir or defaults.output_dir,
             seed=args.seed,
             pretrain_epochs=args.pretrain_epochs,
             safety_epochs=args.safety_epochs,
@@ -97,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"hf-safety: unknown command {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    if argv == ["derta"]:  # nothing to train: say how (the default arguments would only fail validation)
-        print(DERTA_USAGE, file=sys.stderr)
+    if argv in (["derta"], ["seas"]):  # nothing to train: say how (the defaults would only fail validation)
+        print(DERTA_USAGE if argv == ["derta"] else SEAS_USAGE, file=sys.stderr)
         return 2
     silence_bitsandbytes_cpu_kernel_notice()
     import hf_safety.toy  # noqa: F401  (registers the toy:// model names with the model loader)
@@ -107,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         from .scripts.derta import run
 
         run(argv[1:])
+    elif argv[0] == "seas":
+        from .scripts.seas import run as run_seas
+
+        run_seas(argv[1:])
     elif argv[0] == "demo":
         _demo(argv[1:])
     elif argv[0] == "eval":

@@ -5,14 +5,15 @@
 - [`HarmBenchJudge`]: the HarmBench classifiers (repo / card / Mistral prompts, injection-hardened).
 - [`WildGuardJudge`]: WildGuard's three labels (prompt harm, refusal, response harm) with plain `transformers`.
 - [`ClassifierJudge`]: any sequence-classification checkpoint; [`CallableJudge`]: any Python function.
-- [`load_judge`]: any of the above from a name (`"llama-guard-3"`, `"refusal:gcg-13"`, ...) or a local path.
+- [`load_judge`]: any of the above from a name (`"llama-guard-3"`, `"refusal:gcg-13"`, ...) or a local path;
+  [`register_judge`] adds names (the toy world's `"toy-seas"`).
 
 Parsers, prompt renderers and the model-judge base class live in the submodules (`hf_safety.judges.llama_guard`, ...).
 """
 
 from .base import Judge, JudgeOutputError, Verdict, check_verdicts
 from .classifier import CallableJudge, ClassifierJudge
-from .factory import JUDGE_NAMES, load_judge
+from .factory import JUDGE_NAMES, load_judge, register_judge
 from .harmbench import HarmBenchJudge
 from .llama_guard import LlamaGuardJudge
 from .model_judge import ModelJudge
@@ -35,4 +36,5 @@ __all__ = [
     "WildGuardJudge",
     "check_verdicts",
     "load_judge",
+    "register_judge",
 ]

@@ -23,6 +23,8 @@ JUDGE_NAMES: dict[str, tuple[str, dict[str, Any]]] = {
     "harmbench-mistral": ("harmbench", {"model": "cais/HarmBench-Mistral-7b-val-cls", "variant": "mistral"}),
     "wildguard": ("wildguard", {"model": "allenai/wildguard"}),
 }
+# Names registered by other packages (`register_judge`): name -> factory(**kwargs) -> Judge
+_REGISTERED: dict[str, Callable[..., Judge]] = {}
 # `kind:argument` prefixes; for model kinds the argument is a Hub id or a local folder.
 _PREFIXES: dict[str, tuple[str, dict[str, Any]]] = {
     "refusal": ("refusal", {}),
@@ -35,6 +37,17 @@ _PREFIXES: dict[str, tuple[str, dict[str, Any]]] = {
     "wildguard": ("wildguard", {}),
     "classifier": ("classifier", {}),
 }
+
+
+def register_judge(name: str, factory: Callable[..., Judge]) -> None:
+    """
+    Makes `load_judge(name, **kwargs)` (and so `judge: NAME` in a recipe or `--judge NAME`) return
+    `factory(**kwargs)`. For judges that live outside this package, e.g. the toy world's `toy-seas`, registered when
+    `hf_safety.toy` is imported. The built-in names cannot be replaced; registering a name again replaces its factory.
+    """
+    if name in JUDGE_NAMES or name.partition(":")[0] in _PREFIXES:
+        raise ValueError(f"{name!r} is a built-in judge name; register another name")
+    _REGISTERED[name] = factory
 
 
 class JudgePathNotFoundError(FileNotFoundError, ValueError):
@@ -121,7 +134,8 @@ def load_judge(name_or_spec: str | Judge | Callable, **kwargs: Any) -> Judge:
       `harmbench-mistral`, `wildguard`, `classifier`, and `MODEL` a Hub id or a local folder;
     - a local folder: a sequence-classification checkpoint becomes a [`ClassifierJudge`]; otherwise the kind is
       guessed from the folder name (`wildguard`, `harmbench`, `guard`) or an error asks for `KIND:PATH`;
-    - a [`Judge`] (returned as is) or a callable (wrapped in a [`CallableJudge`]).
+    - a [`Judge`] (returned as is) or a callable (wrapped in a [`CallableJudge`]);
+    - a name registered with [`register_judge`] (e.g. `"toy-seas"`, once `hf_safety.toy` is imported).
 
     A local-looking path (starting with `/`, `./`, `../` or `~`, containing a backslash, or with more than one `/`),
     alone or as the `MODEL` of `"KIND:MODEL"`, that does not exist raises [`JudgePathNotFoundError`] (a
@@ -137,6 +151,8 @@ def load_judge(name_or_spec: str | Judge | Callable, **kwargs: Any) -> Judge:
     if spec in JUDGE_NAMES:
         kind, defaults = JUDGE_NAMES[spec]
         return _build(kind, {**defaults, **kwargs})
+    if spec in _REGISTERED:
+        return _REGISTERED[spec](**kwargs)
     prefix, sep, argument = spec.partition(":")
     if sep and prefix in _PREFIXES and argument:
         kind, defaults = _PREFIXES[prefix]
@@ -147,5 +163,5 @@ def load_judge(name_or_spec: str | Judge | Callable, **kwargs: Any) -> Judge:
     if os.path.isdir(spec):
         kind, defaults = _guess_kind(spec)
         return _build(kind, {**defaults, "model": spec, **kwargs})
-    names = sorted(JUDGE_NAMES) + [f"{p}:..." for p in _PREFIXES]
+    names = sorted(JUDGE_NAMES) + sorted(_REGISTERED) + [f"{p}:..." for p in _PREFIXES]
     raise ValueError(f"unknown judge {spec!r}; use one of {names} or a local model folder")

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from datasets import Dataset, concatenate_datasets
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 from trl import DPOConfig, DPOTrainer
@@ -256,7 +256,9 @@ class SEASTrainer(DPOTrainer):
 
             suite = load_suite(eval_prompts, name="seas_eval") if not isinstance(eval_prompts, str) else eval_prompts
             self.evaluator = SafetyEvaluator(
-                SafetyEvalConfig(batch_size=args.generation_batch_size, seed=args.seed),
+                SafetyEvalConfig(
+                    batch_size=args.generation_batch_size, seed=args.seed, progress=not args.disable_tqdm
+                ),
                 suites=[suite],
                 judge=self.judge,
                 attacks=["none"],
@@ -415,6 +417,7 @@ class SEASTrainer(DPOTrainer):
             processing_class=self.red_team_tokenizer,
             callbacks=[_RedTeamLogBridge(self, iteration)],
         )
+        trainer.remove_callback(PrinterCallback)  # its logs reach the trackers through this trainer
         trainer.train(resume_from_checkpoint=get_last_checkpoint(folder) if folder.is_dir() else None)
         self.red_team_model = trainer.accelerator.unwrap_model(trainer.model)
         trainer.optimizer = trainer.lr_scheduler = None
@@ -482,7 +485,11 @@ class SEASTrainer(DPOTrainer):
                 model_name=f"T{iteration + 1}",
                 output_dir=iteration_dir(self.seas_output_dir, iteration) / "eval",
             )
-            metrics["target_asr"] = report.results[0].asr.rate
+            result = report.results[0]
+            metrics["target_asr"] = result.asr.rate  # over the suite's harmful rows; unknown verdicts apart:
+            metrics["target_asr_unknown_rate"] = result.asr.unknown_rate  # unreadable answers are not safe ones
+            if result.over_refusal.n:
+                metrics["target_over_refusal"] = result.over_refusal.rate
         return metrics
 
     # -- events, state, resume -------------------------------------------------------------------------------------

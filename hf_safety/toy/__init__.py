@@ -9,6 +9,9 @@ import it, product code never does (the toy world is a leaf).
 - `toy://unsafe-llama`: the same architecture "pretrained" on the [`ToyWorld`] to answer every request, harmful ones
   included: the unsafe starting point of the demo.
 - `toy://safety`: the toy world's safety data (see `hf_safety.scripts.derta.load_data`).
+- `toy://seas-target`, `toy://seas-red-team`: the starting points T0 and R0 of the toy SEAS world
+  ([`hf_safety.toy.seas`], `hf-safety demo --method seas`); importing this package also registers the judge name
+  `toy-seas` ([`~hf_safety.toy.seas.ToySEASJudge`]) with `hf_safety.judges.load_judge`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from ..judges.factory import register_judge
 from ..models import register_model_resolver
 from .model import tiny_config, tiny_model
 from .tokenizer import build_tokenizer
@@ -31,12 +35,14 @@ from .world import ToyWorld
 TOY_MODEL = "toy://tiny-llama"
 TOY_UNSAFE_MODEL = "toy://unsafe-llama"
 TOY_DATASET = "toy://safety"
+TOY_SEAS_MODELS = ("toy://seas-target", "toy://seas-red-team")
 BUILD_MARKER = "toy_build.json"
 
 __all__ = [
     "BUILD_MARKER",
     "TOY_DATASET",
     "TOY_MODEL",
+    "TOY_SEAS_MODELS",
     "TOY_UNSAFE_MODEL",
     "ToyWorld",
     "build_atomically",
@@ -94,13 +100,21 @@ def resolve_model(name_or_path: str, cache_dir: str | None = None) -> str:
     Raises:
         `ValueError`: a `toy://` name that is not a toy model.
     """
-    if name_or_path not in (TOY_MODEL, TOY_UNSAFE_MODEL):
+    if name_or_path not in (TOY_MODEL, TOY_UNSAFE_MODEL, *TOY_SEAS_MODELS):
         if str(name_or_path).startswith("toy://"):
-            raise ValueError(
-                f"unknown toy model {name_or_path!r}: the toy models are {TOY_MODEL!r}, {TOY_UNSAFE_MODEL!r}"
-            )
+            known = ", ".join(repr(n) for n in (TOY_MODEL, TOY_UNSAFE_MODEL, *TOY_SEAS_MODELS))
+            raise ValueError(f"unknown toy model {name_or_path!r}: the toy models are {known}")
         return name_or_path
     root = Path(cache_dir or os.environ.get("HF_SAFETY_CACHE", Path.home() / ".cache" / "hf_safety"))
+    if name_or_path in TOY_SEAS_MODELS:
+        from .seas_demo import build_toy_seas_model, toy_seas_model_path
+
+        path = toy_seas_model_path(name_or_path, root)
+        if is_complete(path):
+            return str(path)
+        side = "target T0" if name_or_path == TOY_SEAS_MODELS[0] else "red team R0"
+        print(f"building the toy SEAS {side} {name_or_path} (SFT of a tiny Llama, ~10-20 s) into {path}", flush=True)
+        return str(build_atomically(path, lambda folder: build_toy_seas_model(name_or_path, folder), name_or_path))
     path = root / ("toy-unsafe-llama" if name_or_path == TOY_UNSAFE_MODEL else "toy-tiny-llama")
     if is_complete(path):
         return str(path)
@@ -126,4 +140,11 @@ def resolve_model(name_or_path: str, cache_dir: str | None = None) -> str:
     return str(build_atomically(path, build, name_or_path))
 
 
+def _toy_seas_judge(**kwargs):
+    from .seas import ToySEASJudge
+
+    return ToySEASJudge(**kwargs)
+
+
 register_model_resolver("toy", resolve_model)
+register_judge("toy-seas", _toy_seas_judge)

@@ -61,7 +61,10 @@ class DemoConfig:
     progress: bool = True
 
 
-def _common_args(cfg: DemoConfig, output_dir: Path, epochs: int, learning_rate: float) -> dict:
+def toy_training_args(
+    output_dir: str | Path, *, epochs: float, learning_rate: float, batch_size: int, seed: int, progress: bool, **extra
+) -> dict:
+    """The training arguments every toy-world training shares (CPU, float32, no checkpoints, cosine schedule)."""
     return dict(
         output_dir=str(output_dir),
         use_cpu=True,
@@ -70,13 +73,24 @@ def _common_args(cfg: DemoConfig, output_dir: Path, epochs: int, learning_rate: 
         save_strategy="no",
         activation_checkpointing=False,
         num_train_epochs=epochs,
-        per_device_train_batch_size=cfg.batch_size,
+        per_device_train_batch_size=batch_size,
         learning_rate=learning_rate,
         lr_scheduler_type="cosine",
         warmup_steps=0.05,
-        logging_steps=100,
+        seed=seed,
+        disable_tqdm=not progress,
+        **{"logging_steps": 100, **extra},
+    )
+
+
+def _common_args(cfg: DemoConfig, output_dir: Path, epochs: int, learning_rate: float) -> dict:
+    return toy_training_args(
+        output_dir,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=cfg.batch_size,
         seed=cfg.seed,
-        disable_tqdm=not cfg.progress,
+        progress=cfg.progress,
     )
 
 
