@@ -174,6 +174,8 @@ def resolve_generation_config(
         from_model = []
     if config.max_new_tokens is not None:
         config.max_length = None  # max_new_tokens wins; a filled-in default max_length would only raise a warning
+    if config.min_new_tokens is not None and not config.min_length:
+        config.min_length = None  # likewise for the filled-in default min_length=0 next to min_new_tokens
     return config, from_model
 
 
