@@ -1,7 +1,17 @@
-"""The data contract shared by every method: validation with row/field errors, tokenization, the refusal token."""
+"""The data contract shared by every method: validation with row/field errors, tokenization, the refusal token, and
+builders from the public safety datasets (PKU-SafeRLHF, BeaverTails, hh-rlhf, SEAS, `messages` data)."""
 
 from .refusal import refusal_token_from_data, refusal_token_id
 from .schema import InvalidRowError, PreferenceRow, SkipReport, check_row
+from .sources import (
+    SourceReport,
+    build_derta_mix,
+    from_beavertails,
+    from_hh_rlhf,
+    from_messages,
+    from_pku_saferlhf,
+    from_seas_seed_pool,
+)
 from .tokenize import (
     TOKENIZED_COLUMNS,
     EmptyDatasetError,
@@ -18,9 +28,16 @@ __all__ = [
     "InvalidRowError",
     "PreferenceRow",
     "SkipReport",
+    "SourceReport",
     "TOKENIZED_COLUMNS",
+    "build_derta_mix",
     "check_row",
     "fit_to_max_length",
+    "from_beavertails",
+    "from_hh_rlhf",
+    "from_messages",
+    "from_pku_saferlhf",
+    "from_seas_seed_pool",
     "prepare_preference_dataset",
     "refusal_token_from_data",
     "refusal_token_id",
