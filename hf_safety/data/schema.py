@@ -24,6 +24,18 @@ class InvalidRowError(ValueError):
         super().__init__(f"row {row}, field '{field}': {reason}")
 
 
+def text_field(row: dict[str, Any], index: int, name: str) -> str:
+    """`row[name]` as a non-empty string, or an [`InvalidRowError`] naming the row and the field."""
+    value = row.get(name)
+    if value is None:
+        raise InvalidRowError(index, name, "missing")
+    if not isinstance(value, str):
+        raise InvalidRowError(index, name, f"expected a string, got {type(value).__name__}")
+    if not value.strip():
+        raise InvalidRowError(index, name, "empty")
+    return value
+
+
 @dataclass
 class PreferenceRow:
     """

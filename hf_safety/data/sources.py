@@ -30,6 +30,7 @@ import datasets
 from datasets import Dataset, Features, List, Value
 
 from .schema import InvalidRowError, check_row
+from .schema import text_field as _text
 
 
 __all__ = [
@@ -102,17 +103,6 @@ def _require_columns(dataset: Dataset, columns: tuple[str, ...], name: str) -> N
         raise ValueError(
             f"{name}: the source needs the columns {list(columns)}; missing {missing}, got {dataset.column_names}"
         )
-
-
-def _text(example: dict[str, Any], row: int, name: str) -> str:
-    value = example.get(name)
-    if value is None:
-        raise InvalidRowError(row, name, "missing")
-    if not isinstance(value, str):
-        raise InvalidRowError(row, name, f"expected a string, got {type(value).__name__}")
-    if not value.strip():
-        raise InvalidRowError(row, name, "empty")
-    return value
 
 
 def _bool(example: dict[str, Any], row: int, name: str) -> bool:

@@ -18,7 +18,7 @@ import numpy as np
 from datasets import Dataset, Features, LargeList, List, Sequence, Value, concatenate_datasets
 from transformers.utils import logging
 
-from hf_safety.data import InvalidRowError
+from ..data.schema import InvalidRowError, text_field
 
 
 logger = logging.get_logger(__name__)
@@ -49,13 +49,7 @@ def _check_records(records: Dataset | list[dict[str, Any]]) -> tuple[list[dict[s
         if not isinstance(row, dict):
             raise ValueError(f"row {index}: expected a dict, got {type(row).__name__}")
         for name in ("seed_prompt", "adversarial_prompt"):
-            value = row.get(name)
-            if value is None:
-                raise InvalidRowError(index, name, "missing")
-            if not isinstance(value, str):
-                raise InvalidRowError(index, name, f"expected a non-empty string, got {type(value).__name__}")
-            if not value.strip():
-                raise InvalidRowError(index, name, "empty")
+            text_field(row, index, name)
         if row.get("response") is None:
             raise InvalidRowError(index, "response", "missing")
         if not isinstance(row["response"], str):

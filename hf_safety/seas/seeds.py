@@ -10,7 +10,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from ..data import InvalidRowError
+from ..data.schema import text_field
 
 
 RED_TEAM_INSTRUCTION = (
@@ -67,11 +67,8 @@ class SeedPool:
             )
         self.k = k
         self.by_category: dict[str, list[str]] = defaultdict(list)
-        for index, (prompt, category) in enumerate(zip(rows["prompt"], rows["category"])):
-            for field, value in (("prompt", prompt), ("category", category)):
-                if not isinstance(value, str) or not value.strip():
-                    raise InvalidRowError(index, field, f"expected a non-empty string, got {value!r}")
-            self.by_category[category].append(prompt)
+        for index, row in enumerate(rows.select_columns(["prompt", "category"])):
+            self.by_category[text_field(row, index, "category")].append(text_field(row, index, "prompt"))
         if not self.by_category:
             raise ValueError("the seed pool is empty")
         small = {c: len(p) for c, p in self.by_category.items() if len(p) < k + 1}
