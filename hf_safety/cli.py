@@ -7,6 +7,8 @@
 - `hf-safety eval --model PATH_OR_ID --suites advbench xstest --attacks none prefill --output_dir DIR` (or
   `--config eval.yaml`): safety evaluation (ASR with confidence intervals, refusal and over-refusal), saved as
   records.jsonl, report.json, summary.md and plots; the flags are the fields of `SafetyEvalConfig`.
+- `hf-safety data build --config recipes/data/derta-mix.yaml --output DIR` (or `--builder pku-saferlhf ...`): rows of
+  the data contract from the public safety datasets.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ COMMANDS = {
     "seas": "Train with SEAS from a YAML recipe (same arguments as recipes/seas_llama3.py)",
     "demo": "Toy world on CPU: SFT vs harmful-prefix vs DeRTa (default), or --method seas: SEAS's red team vs target",
     "eval": "Safety evaluation: suites x attacks, judged; ASR, refusal, over-refusal; report + plots",
+    "data": "data build: rows of the data contract from PKU-SafeRLHF, BeaverTails, hh-rlhf, SEAS, messages data",
 }
 
 DERTA_USAGE = """usage: hf-safety derta --config RECIPE.yaml [--field value ...]
@@ -119,6 +122,20 @@ def _eval(argv: list[str]) -> None:
     print(f"\nwritten to {config.output_dir}" if config.output_dir else "\n(no --output_dir: nothing written)")
 
 
+def _data(argv: list[str]) -> int:
+    if not argv or argv[0] != "build":
+        print(
+            "usage: hf-safety data build (--config SPEC.yaml | --builder NAME) --output PATH [...]\n"
+            "  see: hf-safety data build --help",
+            file=sys.stderr,
+        )
+        return 2
+    from .scripts.data import run as run_data_build
+
+    run_data_build(argv[1:])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -145,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         _demo(argv[1:])
     elif argv[0] == "eval":
         _eval(argv[1:])
+    elif argv[0] == "data":
+        return _data(argv[1:])
     return 0
 
 

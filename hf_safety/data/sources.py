@@ -26,9 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import datasets
 from datasets import Dataset, Features, List, Value
 
+from .loading import DATA_FILE_BUILDERS, load_rows
 from .schema import InvalidRowError, check_row
 from .schema import text_field as _text
 
@@ -92,7 +92,9 @@ def _load(source: str | Dataset, split: str, label: str, **load_kwargs: Any) -> 
     if isinstance(source, Dataset):
         return source, label
     if isinstance(source, str):
-        loaded = datasets.load_dataset(source, split=split, **{k: v for k, v in load_kwargs.items() if v is not None})
+        if source.endswith(tuple(DATA_FILE_BUILDERS)):  # a local file in the source's schema: the one split it holds
+            return load_rows(source, split), f"{source} ({split})"
+        loaded = load_rows(source, split, **{k: v for k, v in load_kwargs.items() if v is not None})
         return loaded, f"{source} ({split})"
     raise TypeError(f"source must be a Hub dataset id or a datasets.Dataset, got {type(source).__name__}")
 

@@ -23,11 +23,12 @@ from ..cli import silence_bitsandbytes_cpu_kernel_notice
 
 silence_bitsandbytes_cpu_kernel_notice()
 
-from datasets import DatasetDict, concatenate_datasets, load_dataset
+from datasets import DatasetDict, concatenate_datasets
 from transformers import AutoModelForCausalLM
 from transformers.utils import logging as hf_logging
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
 
+from ..data.loading import DATA_FILE_BUILDERS, is_build_spec, load_rows
 from ..derta import DeRTaConfig, DeRTaTrainer
 from ..models import resolve_model_name
 from ..toy import TOY_DATASET, ToyWorld  # an entry point: importing the toy world registers toy:// names
@@ -43,19 +44,21 @@ in safety training; benign EM = benign requests answered exactly as the toy worl
 
 
 def load_data(script_args: ScriptArguments, seed: int) -> DatasetDict:
-    """`toy://safety` (the bundled toy world), a local file (csv/json/jsonl/parquet) or a Hub dataset id."""
+    """`toy://safety` (the bundled toy world), a local file (csv/json/jsonl/parquet), a data build spec (`.yaml`, see
+    `hf_safety.data.build`), a local folder or a Hub dataset id."""
     if script_args.dataset_name == TOY_DATASET:
         world = ToyWorld(seed=seed)
         sets = world.eval_sets()
         test = concatenate_datasets([sets["harmful_seen"], sets["benign"]])
         return DatasetDict({"train": world.safety_dataset(), "test": test})
     if script_args.dataset_name is None:
-        raise ValueError("Set `dataset_name`: a Hub dataset id, a local data file, or toy://safety.")
+        raise ValueError(
+            "Set `dataset_name`: a Hub dataset id, a local data file, a data build spec, or toy://safety."
+        )
     name = script_args.dataset_name
-    for ext, builder in ((".jsonl", "json"), (".json", "json"), (".csv", "csv"), (".parquet", "parquet")):
-        if name.endswith(ext):
-            return load_dataset(builder, data_files={script_args.dataset_train_split: name})
-    return load_dataset(name, name=script_args.dataset_config, streaming=script_args.dataset_streaming)
+    if is_build_spec(name) or name.endswith(tuple(DATA_FILE_BUILDERS)):
+        return DatasetDict({script_args.dataset_train_split: load_rows(name, split=script_args.dataset_train_split)})
+    return load_rows(name, split=None, config=script_args.dataset_config, streaming=script_args.dataset_streaming)
 
 
 def recipe_settings(

@@ -24,9 +24,10 @@ from ..cli import silence_bitsandbytes_cpu_kernel_notice
 
 silence_bitsandbytes_cpu_kernel_notice()
 
-from datasets import Dataset, load_dataset
+from datasets import Dataset
 from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
+from ..data.loading import load_rows
 from ..seas import SEASConfig, SEASTrainer
 from ..toy.seas import SEASToyWorld  # an entry point: importing the toy world registers toy:// names and judges
 
@@ -60,15 +61,13 @@ class SEASScriptArguments:
     )
 
 
-def load_rows(name: str, split: str = "train", config: str | None = None, seed: int = 0) -> Dataset:
-    """A dataset by name: the toy SEAS world's sets, a local data file, or a Hub dataset."""
+def load_seas_rows(name: str, split: str = "train", config: str | None = None, seed: int = 0) -> Dataset:
+    """A dataset by name: the toy SEAS world's sets, or what `hf_safety.data.loading.load_rows` loads (a local data
+    file, a data build spec, a local folder or a Hub dataset)."""
     toy = {TOY_SEEDS: "seed_pool", TOY_ATTACKS: "attack_set", TOY_GENERAL: "general_dataset"}
     if name in toy:
         return getattr(SEASToyWorld(seed=seed), toy[name])()
-    for ext, builder in ((".jsonl", "json"), (".json", "json"), (".csv", "csv"), (".parquet", "parquet")):
-        if name.endswith(ext):
-            return load_dataset(builder, data_files={split: name}, split=split)
-    return load_dataset(name, name=config, split=split)
+    return load_rows(name, split, config=config)
 
 
 def main(script_args: SEASScriptArguments, training_args: SEASConfig, model_args: ModelConfig) -> SEASTrainer:
@@ -81,11 +80,11 @@ def main(script_args: SEASScriptArguments, training_args: SEASConfig, model_args
         **(training_args.model_init_kwargs or {}),
     }
     seed = training_args.seed
-    seeds = load_rows(script_args.dataset_name, script_args.dataset_train_split, script_args.dataset_config, seed)
-    general = load_rows(script_args.general_dataset_name, seed=seed) if script_args.general_dataset_name else None
+    seeds = load_seas_rows(script_args.dataset_name, script_args.dataset_train_split, script_args.dataset_config, seed)
+    general = load_seas_rows(script_args.general_dataset_name, seed=seed) if script_args.general_dataset_name else None
     eval_prompts = script_args.eval_dataset_name
     if eval_prompts == TOY_ATTACKS:
-        eval_prompts = load_rows(eval_prompts, seed=seed)
+        eval_prompts = load_seas_rows(eval_prompts, seed=seed)
     trainer = SEASTrainer(
         model=model_args.model_name_or_path,
         red_team_model=script_args.red_team_model_name_or_path,
