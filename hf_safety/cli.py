@@ -9,6 +9,8 @@
   records.jsonl, report.json, summary.md and plots; the flags are the fields of `SafetyEvalConfig`.
 - `hf-safety data build --config recipes/data/derta-mix.yaml --output DIR` (or `--builder pku-saferlhf ...`): rows of
   the data contract from the public safety datasets.
+- `hf-safety push model|dataset|staged PATH --repo-id ORG/NAME`: publish a model or dataset with its card (datasets
+  with harmful text private by default); offline, stage what would be pushed.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ COMMANDS = {
     "demo": "Toy world on CPU: SFT vs harmful-prefix vs DeRTa (default), or --method seas: SEAS's red team vs target",
     "eval": "Safety evaluation: suites x attacks, judged; ASR, refusal, over-refusal; report + plots",
     "data": "data build: rows of the data contract from PKU-SafeRLHF, BeaverTails, hh-rlhf, SEAS, messages data",
+    "push": "Publish a model (adapter or merged) or a safety dataset (private by default) to the Hub, with its card",
 }
 
 DERTA_USAGE = """usage: hf-safety derta --config RECIPE.yaml [--field value ...]
@@ -164,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         _eval(argv[1:])
     elif argv[0] == "data":
         return _data(argv[1:])
+    elif argv[0] == "push":
+        from .scripts.push import run as run_push
+
+        run_push(argv[1:])
     return 0
 
 

@@ -8,8 +8,11 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import threading  # noqa: E402
+
+import huggingface_hub  # noqa: E402
 import pytest  # noqa: E402
-from testing_utils import toy_corpus  # noqa: E402
+from testing_utils import FakeHub, toy_corpus  # noqa: E402
 
 from hf_safety.toy import build_tokenizer  # noqa: E402
 
@@ -42,3 +45,19 @@ def mistral_tokenizer(corpus):
 def cpu_args():
     """Keyword arguments every test config needs on a CPU-only machine (TRL configs default to bf16)."""
     return dict(use_cpu=True, bf16=False, report_to="none", save_strategy="no", disable_tqdm=True)
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """A fake Hub on 127.0.0.1 (the default endpoint while the test runs), with the session's offline mode lifted."""
+    fake = FakeHub()
+    thread = threading.Thread(target=fake.server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", fake.url)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    huggingface_hub.utils.disable_progress_bars()
+    yield fake
+    fake.server.shutdown()
+    fake.server.server_close()

@@ -10,7 +10,7 @@ import torch
 import yaml
 from datasets import Dataset
 from peft import LoraConfig
-from testing_utils import toy_rows
+from testing_utils import FAKE_TOKEN, toy_rows
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from hf_safety import DeRTaConfig, DeRTaTrainer
@@ -39,6 +39,10 @@ def test_toy_recipe_end_to_end(tmp_path, monkeypatch):
             "10",
             "--disable_tqdm",
             "true",
+            "--push_to_hub",
+            "true",
+            "--hub_token",
+            FAKE_TOKEN,
         ]
     )
     assert status == 0
@@ -47,9 +51,10 @@ def test_toy_recipe_end_to_end(tmp_path, monkeypatch):
     assert model.config.num_hidden_layers == 2
     card = (out / "README.md").read_text()
     assert "DeRTa" in card and "2407.09121" in card and "hf-safety" in card
-    # The card names the base model and the dataset as the recipe gave them, and the model by its folder
-    assert "base_model: toy://unsafe-llama" in card and "fine-tuned version of [toy://unsafe-llama]" in card
-    assert "toy://safety" in card and "Model Card for derta-toy" in card
+    # The card names the base model and the dataset as the recipe gave them (in the prose: the metadata lists Hub ids
+    # only), and the model by its folder
+    assert "This model is `toy://unsafe-llama` fine-tuned with **DeRTa**" in card and "on `toy://safety`" in card
+    assert "toy://" not in card.split("---")[1] and "Model Card for derta-toy" in card
     for none in ("Model Card for None", "[None]", 'model="None"', "base_model: None"):
         assert none not in card, none
     logs = [e for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
@@ -64,6 +69,17 @@ def test_toy_recipe_end_to_end(tmp_path, monkeypatch):
     assert results["start"]["refusal_seen"]["0"] == 0.0  # the unsafe start answers harmful requests
     assert results["trained"]["refusal_seen"]["0"] >= 0.9
     assert (out / "refusal_vs_prefix.png").exists()
+    # push_to_hub offline: exactly what would be pushed, card included, staged beside the output; no token anywhere
+    staged = tmp_path / "derta-toy-hub"
+    manifest = json.loads((staged / "hub_upload.json").read_text())
+    assert manifest["repo_id"] == "derta-toy" and manifest["repo_type"] == "model"
+    sent = {f["path"] for f in manifest["files"]}
+    assert {"README.md", "model.safetensors", "config.json", "tokenizer.json"} <= sent
+    assert not any(p.startswith(("checkpoint-", "results", "training_args", "eval_suite")) for p in sent)
+    assert sent == {p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()} - {"hub_upload.json"}
+    assert (staged / "README.md").read_text() == card
+    for file in tmp_path.rglob("*"):
+        assert not file.is_file() or FAKE_TOKEN.encode() not in file.read_bytes(), file
 
     # The README's evaluation examples, as written, on this model (offline: bundled suites, the suite file written by
     # the recipe)

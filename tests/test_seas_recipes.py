@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 from datasets import Dataset
+from huggingface_hub import DatasetCard, ModelCard
 from peft import LoraConfig
 from testing_utils import toy_corpus
 from transformers import BitsAndBytesConfig
@@ -27,7 +28,7 @@ def test_toy_recipe_end_to_end(tmp_path):
     trainer = run(
         ["--config", str(RECIPES / "seas" / "toy.yaml"), "--output_dir", str(out), "--num_iterations", "2"]
         + ["--seeds_per_iteration", "8", "--num_adversarial_prompts", "2", "--logging_steps", "1"]
-        + ["--disable_tqdm", "true"]
+        + ["--disable_tqdm", "true", "--push_to_hub", "true", "--hub_model_id", "me/seas-toy"]
     )
     rounds = json.loads((out / "results.json").read_text())["rounds"]
     assert [r["iteration"] for r in rounds] == [0, 1]
@@ -46,6 +47,23 @@ def test_toy_recipe_end_to_end(tmp_path):
     assert [log["seas/iteration"] for log in logged] == [0, 1]
     assert any("red_team/loss" in log for log in trainer.state.log_history)  # the red team's DPO, forwarded
 
+    # push_to_hub offline: what would be pushed is staged. The model repo: the final target with our card, none of
+    # the run's data; the data repo: private, every round's tables at the paths the card's configs name
+    model = json.loads((tmp_path / "seas-toy-hub" / "hub_upload.json").read_text())
+    sent = {f["path"] for f in model["files"]}
+    assert model["repo_id"] == "me/seas-toy" and {"README.md", "model.safetensors", "config.json"} <= sent
+    assert not any(p.endswith(".parquet") or p.startswith("iteration_") for p in sent)
+    card = ModelCard.load(tmp_path / "seas-toy-hub" / "README.md")
+    assert "seas" in card.data.tags and "2408.02632" in card.content
+    data = json.loads((tmp_path / "seas-toy-data-hub" / "hub_upload.json").read_text())
+    assert data["repo_id"] == "me/seas-toy-data" and data["repo_type"] == "dataset" and data["private"] is True
+    tables = {
+        f"iteration_{i}/{name}.parquet" for i in (0, 1) for name in ("attack_log", "red_team_pairs", "target_pairs")
+    }
+    assert {f["path"] for f in data["files"]} == tables | {"README.md"}
+    data_card = DatasetCard.load(tmp_path / "seas-toy-data-hub" / "README.md")
+    assert {c["config_name"] for c in data_card.data.configs} == {"attack_log", "red_team_pairs", "target_pairs"}
+
 
 def test_seas_without_arguments_prints_usage(capsys):
     assert cli_main(["seas"]) == 2
@@ -58,7 +76,7 @@ def test_8b_recipe_parses_to_qlora_settings():
     )
     assert isinstance(training_args, SEASConfig)
     assert model_args.load_in_4bit and model_args.bnb_4bit_quant_type == "nf4" and model_args.use_peft
-    assert script_args.red_team_model_name_or_path and script_args.dataset_name == "diaomuxi/SEAS"
+    assert script_args.red_team_model_name_or_path and script_args.dataset_name == "recipes/data/seas-seeds.yaml"
     assert training_args.judge == "llama-guard-3" and training_args.num_iterations == 3
     assert training_args.red_team_temperature == 0.8 and training_args.target_top_p == 0.9
     assert training_args.beta == 0.1

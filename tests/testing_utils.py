@@ -4,8 +4,12 @@ whose greedy output is set by hand, and judges whose verdicts are known.
 Benchmarks and subprocess scripts import this module by adding `tests/` to `sys.path`.
 """
 
+import base64
+import json
 import math
 import random
+import re
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
 from datasets import Dataset, DatasetDict
@@ -207,3 +211,98 @@ class ShortJudge(Judge):
 
     def judge(self, prompts, responses):
         return [Verdict(unsafe=False) for _ in prompts[1:]]
+
+
+# -- a fake Hub on 127.0.0.1 (the `hub` fixture of conftest.py starts one) -------------------------------------------
+
+FAKE_TOKEN = "hf_FAKE" + "tokenvalue0123456789abcdefXYZ"
+_HUB_ROUTE = re.compile(r"^/api/(models|datasets|spaces)/(.+)/(preupload|commit|settings|revision)(?:/([^?]*))?")
+
+
+class FakeHub:
+    """The endpoints `HfApi.create_repo`, `update_repo_settings` and `upload_folder` use (huggingface_hub 2.x):
+    files are always answered as "regular", so they come inline (base64) in the NDJSON commit."""
+
+    def __init__(self):
+        self.requests = []  # (kind, repo_type, repo_id, payload, authorization)
+        self.fail = {}  # kind -> HTTP status to answer with
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def kinds(self):
+        return [r[0] for r in self.requests]
+
+    def last(self, kind):
+        return next(r for r in reversed(self.requests) if r[0] == kind)
+
+    def _handler(self):
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep the test output clean
+                pass
+
+            def _send(self, status, body=None):
+                data = json.dumps(body if body is not None else {}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _route(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                auth = self.headers.get("authorization")
+                if self.path == "/api/repos/create":
+                    kind, repo_type, payload = "create", None, json.loads(body)
+                    repo_type = payload.get("type", "model")
+                    name = payload["name"]
+                    repo_id = f"{payload['organization']}/{name}" if payload.get("organization") else name
+                elif self.path == "/api/validate-yaml":
+                    return self._send(200, {"errors": [], "warnings": []})
+                elif match := _HUB_ROUTE.match(self.path):
+                    repo_type, repo_id, kind = match.group(1)[:-1], match.group(2), match.group(3)
+                    payload = body
+                    if kind in ("preupload", "settings"):
+                        payload = json.loads(body)
+                    elif kind == "commit":
+                        payload = [json.loads(line) for line in body.splitlines() if line]
+                else:
+                    hub.requests.append(("unknown", self.command, self.path, body, auth))
+                    return self._send(404, {"error": f"not found: {self.path}"})
+                hub.requests.append((kind, repo_type, repo_id, payload, auth))
+                if kind in hub.fail:
+                    return self._send(hub.fail[kind], {"error": f"fake hub: {kind} failed"})
+                prefix = "" if repo_type == "model" else f"{repo_type}s/"
+                if kind == "create":
+                    return self._send(200, {"url": f"{hub.url}/{prefix}{repo_id}"})
+                if kind == "preupload":
+                    files = [
+                        {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None}
+                        for f in payload["files"]
+                    ]
+                    return self._send(200, {"files": files})
+                if kind == "commit":
+                    oid = "a" * 40
+                    return self._send(
+                        200, {"commitUrl": f"{hub.url}/{prefix}{repo_id}/commit/{oid}", "commitOid": oid}
+                    )
+                if kind == "revision":
+                    return self._send(200, {"id": repo_id, "sha": "b" * 40, "siblings": []})
+                return self._send(200, {})
+
+            do_POST = do_PUT = do_GET = _route
+
+        return Handler
+
+    def committed(self):
+        """`(summary, {path: bytes})` of the last commit."""
+        lines = self.last("commit")[3]
+        header = next(line["value"] for line in lines if line["key"] == "header")
+        files = {
+            line["value"]["path"]: base64.b64decode(line["value"]["content"])
+            for line in lines
+            if line["key"] == "file"
+        }
+        assert not [line for line in lines if line["key"] == "lfsFile"]
+        return header["summary"], files

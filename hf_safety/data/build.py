@@ -149,9 +149,7 @@ class BuildResult:
 
     @property
     def num_harmful(self) -> int:
-        if "is_harmful" in self.dataset.column_names:
-            return sum(self.dataset["is_harmful"])
-        return sum(r is not None for r in self.dataset["rejected"]) if "rejected" in self.dataset.column_names else 0
+        return sum(self.dataset["is_harmful"]) if "is_harmful" in self.dataset.column_names else 0
 
     def summary(self) -> str:
         lines = [str(report) for report in self.reports.values()]
@@ -194,6 +192,8 @@ def build(spec: DataBuildSpec) -> BuildResult:
     """Runs a data build spec."""
     if not spec.is_mix:
         dataset, report = _build_source(spec.source, spec.seed)
+        if "rejected" in dataset.column_names:  # preference rows: marked as the mix marks them
+            dataset = dataset.add_column("is_harmful", [r is not None for r in dataset["rejected"]])
         return BuildResult(dataset, {"source": report}, spec)
     harmful, harmful_report = _build_source(spec.harmful, spec.seed)
     helpful, helpful_report = _build_source(spec.helpful, spec.seed)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import textwrap
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from datasets import Dataset, IterableDataset
@@ -22,7 +20,7 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 from trl import SFTTrainer
-from trl.trainer.utils import generate_model_card, get_config_model_id
+from trl.trainer.utils import get_config_model_id
 
 from ..data import (
     TOKENIZED_COLUMNS,
@@ -33,10 +31,17 @@ from ..data import (
     refusal_token_id,
     sft_rows_to_contract,
 )
+from ..hub.cards import derta_model_card
+from ..hub.metadata import DERTA_FIELDS, card_hyperparameters, is_adapter
+from ..hub.papers import DERTA_PAPER
+from ..hub.trainer import HubPublishingMixin
 from ..models import resolve_model_name
 from .collator import BENIGN, HARMFUL_PREFIX, RTO, DeRTaCollator
 from .config import DeRTaConfig
 
+
+if TYPE_CHECKING:
+    from ..eval.report import SafetyReport
 
 logger = logging.get_logger(__name__)
 
@@ -72,7 +77,7 @@ class _CollatorEpochCallback(TrainerCallback):
             self.trainer.data_collator.set_epoch(int(state.epoch or 0))
 
 
-class DeRTaTrainer(SFTTrainer):
+class DeRTaTrainer(HubPublishingMixin, SFTTrainer):
     """
     Trainer for Decoupled Refusal Training ([DeRTa](https://huggingface.co/papers/2407.09121)): a drop-in for
     [`~trl.SFTTrainer`] that teaches a model to refuse at any point of a harmful answer, not only at its start.
@@ -106,19 +111,7 @@ class DeRTaTrainer(SFTTrainer):
 
     _tag_names = ["trl", "sft", "hf-safety", "derta"]
     _name = "DeRTa"
-    _paper = {
-        "title": "Refuse Whenever You Feel Unsafe: Improving Safety in LLMs via Decoupled Refusal Training",
-        "id": "2407.09121",
-        # docstyle-ignore
-        "citation": textwrap.dedent("""\
-            @inproceedings{yuan2025refuse,
-                title        = {{Refuse Whenever You Feel Unsafe: Improving Safety in LLMs via Decoupled Refusal Training}},
-                author       = {Youliang Yuan and Wenxiang Jiao and Wenxuan Wang and Jen-tse Huang and Jiahao Xu and Tian Liang and Pinjia He and Zhaopeng Tu},
-                year         = 2025,
-                booktitle    = {Proceedings of the 63rd Annual Meeting of the Association for Computational Linguistics (ACL)},
-                eprint       = {arXiv:2407.09121},
-            }"""),
-    }
+    _paper = DERTA_PAPER
 
     def __init__(
         self,
@@ -482,48 +475,34 @@ class DeRTaTrainer(SFTTrainer):
             self._total_train_tokens = counters["num_tokens"]
             self._sequence_counts.update(counters["sequences"])
 
-    @contextlib.contextmanager
-    def _hub_token_kept_off_disk(self):
-        """`training_args.bin` pickles the arguments: the Hub token is left out of it (and restored for pushing)."""
-        token, self.args.hub_token = self.args.hub_token, None
-        try:
-            yield
-        finally:
-            self.args.hub_token = token
-
-    def _save(self, output_dir=None, state_dict=None):
-        with self._hub_token_kept_off_disk():
-            super()._save(output_dir, state_dict)
-
-    def _push_from_checkpoint(self, checkpoint_folder):
-        with self._hub_token_kept_off_disk():
-            super()._push_from_checkpoint(checkpoint_folder)
 
     def create_model_card(
-        self, model_name: str | None = None, dataset_name: str | None = None, tags: str | list[str] | None = None
+        self,
+        model_name: str | None = None,
+        dataset_name: str | list[str] | None = None,
+        tags: str | list[str] | None = None,
+        eval_report: SafetyReport | None = None,
+        license: str | None = None,
     ):
         """
-        Writes `README.md` in `output_dir`: TRL's card, naming the base model as it was given to the trainer (a Hub
-        id, a folder, or a registered name such as `toy://unsafe-llama`), `model_name` (default: the Hub model id or
-        the output folder's name) and `dataset_name`.
+        Writes `README.md` in `output_dir` (main process only): hf_safety's DeRTa card (see
+        [`~hf_safety.hub.derta_model_card`]) with the method and paper, the base model as it was given to the trainer
+        (a Hub id in the metadata; a local folder by its name only), `model_name` (default: the Hub model id or the
+        output folder's name), `dataset_name`, the DeRTa hyper-parameters and, when given, `eval_report` (a
+        [`~hf_safety.eval.SafetyReport`]) as a table and as the `model-index`. No token and no local path is written.
         """
         if not self.is_world_process_zero():
             return
-        tags = {tags} if isinstance(tags, str) else set(tags or [])
         model_name = model_name or self.hub_model_id or os.path.basename(os.path.normpath(self.args.output_dir))
-        card = generate_model_card(
+        card = derta_model_card(
             base_model=self._base_model_name,
             model_name=model_name,
-            hub_model_id=self.hub_model_id or model_name,  # the card's `pipeline(model=...)` example
-            dataset_name=dataset_name,
-            tags=sorted(tags | set(self._tag_names)),
-            wandb_url=None,
-            trackio_url=None,
-            comet_url=None,
-            trainer_name=self._name,
-            trainer_citation=self._paper.get("citation"),
-            template_file=self._template_file,
-            paper_title=self._paper.get("title"),
-            paper_id=self._paper.get("id"),
+            hub_model_id=self.hub_model_id,
+            dataset_names=[dataset_name] if isinstance(dataset_name, str) else dataset_name or (),
+            hyperparameters=card_hyperparameters(self.model, self.args, DERTA_FIELDS),
+            eval_report=eval_report,
+            adapter=is_adapter(self.model),
+            license=license,
+            tags=[*self._tag_names, *([tags] if isinstance(tags, str) else tags or [])],
         )
         card.save(os.path.join(self.args.output_dir, "README.md"))

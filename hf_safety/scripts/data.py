@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 import yaml
+from datasets import Dataset
 
 from ..data.build import BUILDERS, BuildResult, DataBuildSpec, SourceSpec, build
 
@@ -96,8 +97,38 @@ def build_report(result: BuildResult) -> dict:
     return report
 
 
+def read_build_report(path: str | Path) -> dict | None:
+    """The build report written beside a `hf-safety data build` output (a folder or a file), or None."""
+    path = Path(path)
+    report = path / "build_report.json" if path.is_dir() else path.with_name(path.name + ".build.json")
+    return json.loads(report.read_text()) if report.is_file() else None
+
+
+def build_card(dataset: Dataset, report: dict, *, pretty_name: str | None = None, license: str | None = None):
+    """The dataset card of a built dataset of preference rows (`is_harmful`), from its build report; None for
+    rows without `is_harmful` (a seed pool, `messages` rows)."""
+    from ..hub import derta_mix_dataset_card
+
+    if "is_harmful" not in dataset.column_names:
+        return None
+    sources = [
+        {"name": s["source"], "builder": s["builder"], "split": s["split"], **s["report"]}
+        for s in report["sources"].values()
+    ]
+    return derta_mix_dataset_card(
+        dataset,
+        sources=sources,
+        harmful_ratio=report.get("harmful_ratio"),
+        num_rows=report.get("mix_num_rows"),
+        seed=report["seed"],
+        pretty_name=pretty_name or ("DeRTa training mix" if len(sources) > 1 else f"{sources[0]['builder']} rows"),
+        license=license,
+    )
+
+
 def write_output(result: BuildResult, output: str | Path) -> list[Path]:
-    """Writes the rows to a `.jsonl`/`.parquet` file (with `<name>.build.json` beside it), or to a folder."""
+    """Writes the rows to a `.jsonl`/`.parquet` file (with `<name>.build.json` beside it), or to a folder (with the
+    build report and the dataset card, `README.md`)."""
     output = Path(output)
     report = json.dumps(build_report(result), indent=2, default=str)
     if output.suffix in (".jsonl", ".parquet"):
@@ -113,7 +144,12 @@ def write_output(result: BuildResult, output: str | Path) -> list[Path]:
     data.parent.mkdir(parents=True, exist_ok=True)
     result.dataset.to_parquet(data)
     (output / "build_report.json").write_text(report)
-    return [data, output / "build_report.json"]
+    written = [data, output / "build_report.json"]
+    card = build_card(result.dataset, json.loads(report))
+    if card is not None:
+        card.save(output / "README.md")
+        written.append(output / "README.md")
+    return written
 
 
 def run(argv: list[str] | None = None) -> BuildResult:

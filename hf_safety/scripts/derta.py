@@ -156,8 +156,10 @@ def main(script_args: ScriptArguments, training_args: DeRTaConfig, model_args: M
             settings = recipe_settings(script_args, training_args, model_args, trainer)
             evaluate_toy(trainer, model_args.model_name_or_path, training_args, settings)
         print(outputs_summary(training_args.output_dir, toy))
-    if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+    if training_args.push_to_hub:  # offline: stages what would be pushed in <output_dir>-hub/
+        pushed = trainer.push_to_hub(dataset_name=script_args.dataset_name)
+        if trainer.is_world_process_zero():
+            print(pushed)
     trainer.end()
     return trainer
 

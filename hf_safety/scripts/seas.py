@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..cli import silence_bitsandbytes_cpu_kernel_notice
 
@@ -28,6 +29,7 @@ from datasets import Dataset
 from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
 from ..data.loading import load_rows
+from ..hub import push_dataset, seas_dataset_card
 from ..seas import SEASConfig, SEASTrainer
 from ..toy.seas import SEASToyWorld  # an entry point: importing the toy world registers toy:// names and judges
 
@@ -102,8 +104,28 @@ def main(script_args: SEASScriptArguments, training_args: SEASConfig, model_args
         print("round iteration_<i>/: attack_log.parquet, red_team_pairs.parquet, target_pairs.parquet, red_team/,")
         print("target/ (the models after the round).")
     if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+        pushed = trainer.push_to_hub(dataset_name=script_args.dataset_name)
+        if trainer.is_world_process_zero():
+            print(pushed)
+            print(push_run_data(trainer, training_args))
     return trainer
+
+
+def push_run_data(trainer: SEASTrainer, training_args: SEASConfig):
+    """The run's attack logs and preference pairs (harmful text: a private dataset repo, `<hub_model_id>-data`),
+    with their card; offline, staged in `<output_dir>-data-hub/`."""
+    output_dir = Path(training_args.output_dir)
+    repo_id = f"{trainer.hub_model_id}-data"
+    card = seas_dataset_card(output_dir, model_name=trainer.hub_model_id)
+    return push_dataset(
+        output_dir,
+        repo_id,
+        card=card,
+        staging_dir=output_dir.parent / f"{output_dir.name}-data-hub",
+        token=training_args.hub_token,
+        commit_message="SEAS attack logs and preference pairs",
+        revision=training_args.hub_revision,
+    )
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None) -> TrlParser:

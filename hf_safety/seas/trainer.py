@@ -8,7 +8,6 @@ import gc
 import json
 import os
 import shutil
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,10 @@ from trl import DPOConfig, DPOTrainer
 from trl.trainer.utils import get_config_model_id
 
 from ..eval.evaluator import JudgeLike, as_judge, describe_judge
+from ..hub.cards import seas_model_card
+from ..hub.metadata import DPO_FIELDS, SEAS_FIELDS, card_hyperparameters, is_adapter
+from ..hub.papers import SEAS_PAPER
+from ..hub.trainer import HubPublishingMixin
 from ..models import load_model_and_tokenizer, resolve_model_name
 from .attack import AttackStats, distinct_ngrams, run_attack_stage
 from .callback import SEASCallback, _RedTeamLogBridge
@@ -125,7 +128,7 @@ def _refresh_reference(model: Any, ref_model: Any | None) -> None:
                 model.get_parameter(name.replace(".default.", ".ref.")).requires_grad_(False)
 
 
-class SEASTrainer(DPOTrainer):
+class SEASTrainer(HubPublishingMixin, DPOTrainer):
     """
     Trainer for Self-Evolving Adversarial Safety optimization (SEAS, [paper](https://huggingface.co/papers/2408.02632)).
 
@@ -174,19 +177,7 @@ class SEASTrainer(DPOTrainer):
 
     _tag_names = ["trl", "dpo", "hf-safety", "seas"]
     _name = "SEAS"
-    _paper = {
-        "title": "SEAS: Self-Evolving Adversarial Safety Optimization for Large Language Models",
-        "id": "2408.02632",
-        # docstyle-ignore
-        "citation": textwrap.dedent("""\
-            @inproceedings{diao2025seas,
-                title        = {{SEAS: Self-Evolving Adversarial Safety Optimization for Large Language Models}},
-                author       = {Muxi Diao and Rumei Li and Shiyang Liu and Guogang Liao and Jingang Wang and Xunliang Cai and Weiran Xu},
-                year         = 2025,
-                booktitle    = {Proceedings of the AAAI Conference on Artificial Intelligence},
-                eprint       = {arXiv:2408.02632},
-            }"""),
-    }
+    _paper = SEAS_PAPER
 
     def __init__(
         self,
@@ -204,7 +195,13 @@ class SEASTrainer(DPOTrainer):
         red_team_peft_config: Any | None = None,
         quantization_config: Any | None = None,
     ):
+        # Both starting models as the user named them (a Hub id, a folder, or toy://...), for the cards
         self._base_model_name = model if isinstance(model, str) else get_config_model_id(model.config)
+        self._red_team_base_name = (
+            red_team_model if isinstance(red_team_model, str) else get_config_model_id(red_team_model.config)
+        )
+        self._rounds: list[dict[str, Any]] = []  # the finished rounds' metrics (`results.json`)
+        self._round_in_progress: int | None = None
         if args is None:
             args = SEASConfig(f"{self._base_model_name.split('/')[-1]}-SEAS")
         if train_dataset is None:
@@ -280,10 +277,11 @@ class SEASTrainer(DPOTrainer):
         args, root = self.args, self.seas_output_dir
         state = self._load_state(bool(resume_from_checkpoint))
         self._restore_models(state)
-        history = state["rounds"]
+        history = self._rounds = state["rounds"]
         for iteration in range(len(history), args.num_iterations):
             folder = iteration_dir(root, iteration)
             folder.mkdir(parents=True, exist_ok=True)
+            self._round_in_progress = iteration
             done = set(state["stages"].get(str(iteration), []))
             self._seas_event("on_round_begin", iteration=iteration)
 
@@ -321,6 +319,8 @@ class SEASTrainer(DPOTrainer):
             history.append(metrics)
             self._save_state(state)
             (root / RESULTS_FILE).write_text(json.dumps({"rounds": history}, indent=2))
+            for side in SIDES:  # the cards again, now with the round's metrics (and evaluation)
+                self._write_side_card(side, iteration)
             self.log({f"seas/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
             self._seas_event(
                 "on_round_end",
@@ -330,6 +330,7 @@ class SEASTrainer(DPOTrainer):
                 target_model=self.model,
                 output_dir=str(folder),
             )
+        self._round_in_progress = None
         self.args.output_dir = str(root)
         return history
 
@@ -383,7 +384,7 @@ class SEASTrainer(DPOTrainer):
             self._train_red_team(folder, iteration, rows)
         else:
             self._train_target(folder, rows)
-        self._save_side(side, folder)
+        self._save_side(side, iteration, folder)
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -440,8 +441,9 @@ class SEASTrainer(DPOTrainer):
     def _unwrapped_ref(self):
         return self.accelerator.unwrap_model(self.ref_model) if self.ref_model is not None else None
 
-    def _save_side(self, side: str, folder: Path) -> None:
-        """The side's weights after its round (adapter only with PEFT), for the next round, resume and the Hub."""
+    def _save_side(self, side: str, iteration: int, folder: Path) -> None:
+        """The side's weights after its round (adapter only with PEFT), for the next round, resume and the Hub, with
+        its model card."""
         if side == "target":
             self.args.output_dir = str(folder)
             self.save_model(str(folder))
@@ -449,6 +451,7 @@ class SEASTrainer(DPOTrainer):
         elif self.accelerator.is_main_process:
             self.red_team_model.save_pretrained(folder, selected_adapters=["default"] if self._red_is_peft() else None)
             self.red_team_tokenizer.save_pretrained(folder)
+        self._write_side_card(side, iteration)
         self.accelerator.wait_for_everyone()
         for checkpoint in folder.glob("checkpoint-*"):  # the round is done: its checkpoints are no longer needed
             if self.accelerator.is_main_process and not self.args.save_only_model:
@@ -456,6 +459,103 @@ class SEASTrainer(DPOTrainer):
 
     def _red_is_peft(self) -> bool:
         return hasattr(self.red_team_model, "peft_config")
+
+    # -- model cards ---------------------------------------------------------------------------------------------
+
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | list[str] | None = None,
+        tags: str | list[str] | None = None,
+        eval_report: Any = None,
+        license: str | None = None,
+    ):
+        """
+        Writes `README.md` in `output_dir` (main process only): hf_safety's SEAS card of the target (see
+        [`~hf_safety.hub.seas_model_card`]) with the method and paper, the starting model as it was given (a Hub id in
+        the metadata; a local folder by its name only), every finished round's attack statistics and pair counts, the
+        hyper-parameters and the evaluation: `eval_report` (a [`~hf_safety.eval.SafetyReport`]) or, by default, the
+        last round's evaluation of `eval_prompts`. Called while a round's target trains (TRL writes the card with each
+        checkpoint), it writes that round's card. No token and no local path is written.
+        """
+        if not self.is_world_process_zero():
+            return
+        iteration = None
+        if Path(self.args.output_dir).resolve() != self.seas_output_dir.resolve():  # inside a round's DPO run
+            iteration, model_name = self._round_in_progress, None
+        dataset_names = [dataset_name] if isinstance(dataset_name, str) else dataset_name or ()
+        card = self._side_card("target", iteration, model_name, dataset_names, tags, eval_report, license)
+        card.save(os.path.join(self.args.output_dir, "README.md"))
+
+    def _side_card(
+        self, side, iteration, model_name=None, dataset_names=(), tags=None, eval_report=None, license=None
+    ):
+        """The card of `side` after round `iteration` (None: the run's final model)."""
+        args = self.args
+        model = self.model if side == "target" else self.red_team_model
+        overrides: dict[str, Any] = {"judge": describe_judge(self.judge)["name"]}  # the judge used, not the setting
+        if side == "red_team":
+            for name in ("learning_rate", "num_train_epochs", "beta"):
+                if getattr(args, f"red_team_{name}") is not None:
+                    overrides[name] = getattr(args, f"red_team_{name}")
+        rounds = self._card_rounds()
+        last = iteration if iteration is not None else max((r["iteration"] for r in rounds), default=None)
+        if eval_report is None and side == "target" and last is not None:
+            report_file = iteration_dir(self.seas_output_dir, last) / "eval" / "report.json"
+            if report_file.is_file():
+                from ..eval.report import SafetyReport
+
+                eval_report = SafetyReport.load(report_file)
+        run_name = (self.hub_model_id or "").split("/")[-1] or self.seas_output_dir.resolve().name
+        if model_name is None:
+            suffix = f"-round-{iteration}" if iteration is not None else ""
+            model_name = f"{run_name}-{side.replace('_', '-')}{suffix}"
+        return seas_model_card(
+            side=side,
+            iteration=iteration,
+            base_model=self._base_model_name if side == "target" else self._red_team_base_name,
+            model_name=model_name,
+            hub_model_id=self.hub_model_id if iteration is None and side == "target" else None,
+            dataset_names=dataset_names,
+            hyperparameters=card_hyperparameters(
+                self.accelerator.unwrap_model(model), args, (*DPO_FIELDS, *SEAS_FIELDS), **overrides
+            ),
+            rounds=rounds,
+            eval_report=eval_report,
+            adapter=is_adapter(self.accelerator.unwrap_model(model)),
+            license=license,
+            tags=[*self._tag_names, *([tags] if isinstance(tags, str) else tags or [])],
+        )
+
+    def _card_rounds(self) -> list[dict[str, Any]]:
+        """The finished rounds' metrics (from this run, or from `results.json`), and the round in progress as far as
+        its files tell (attack statistics, pair counts)."""
+        rounds = list(self._rounds)
+        results = self.seas_output_dir / RESULTS_FILE
+        if not rounds and results.is_file():
+            rounds = json.loads(results.read_text()).get("rounds", [])
+        current = self._round_in_progress
+        if current is not None and all(r.get("iteration") != current for r in rounds):
+            folder = iteration_dir(self.seas_output_dir, current)
+            partial: dict[str, Any] = {"iteration": current}
+            if (folder / "attack_stats.json").is_file():
+                stats = self._read_json(folder / "attack_stats.json")
+                partial.update(
+                    red_team_asr=stats.get("asr"),
+                    num_adversarial_prompts=stats.get("num_adversarial_prompts"),
+                    num_responses=stats.get("num_responses"),
+                    num_unknown_verdicts=stats.get("num_unknown"),
+                )
+            for side in SIDES:
+                if (folder / f"{side}_pairs.parquet").is_file():
+                    partial[f"num_{side}_pairs"] = len(_read_parquet(folder / f"{side}_pairs.parquet"))
+            rounds.append(partial)
+        return rounds
+
+    def _write_side_card(self, side: str, iteration: int) -> None:
+        folder = iteration_dir(self.seas_output_dir, iteration) / side
+        if self.is_world_process_zero() and folder.is_dir():
+            self._side_card(side, iteration).save(str(folder / "README.md"))
 
     def _round_metrics(self, iteration, attack_log, stats, red_pairs, target_pairs, trained) -> dict[str, Any]:
         counts = pair_counts(attack_log) if len(attack_log) else {}
