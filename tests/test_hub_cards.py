@@ -8,65 +8,19 @@ import pytest
 from datasets import Dataset
 from huggingface_hub import DatasetCard, ModelCard
 from peft import LoraConfig
-from testing_utils import FAKE_TOKEN, toy_rows
+from testing_utils import EXPECTED_INDEX, FAKE_TOKEN, hand_report, index_values, toy_rows
 from transformers import TrainerCallback
 
 from hf_safety import DeRTaConfig, DeRTaTrainer
 from hf_safety.data import SourceReport, build_derta_mix
-from hf_safety.eval.report import EvalRecord, SafetyReport, SuiteAttackResult
-from hf_safety.hub import derta_mix_dataset_card, derta_model_card, seas_dataset_card, seas_model_card
+from hf_safety.eval.report import SafetyReport
+from hf_safety.hub import add_eval_report, derta_mix_dataset_card, derta_model_card, seas_dataset_card, seas_model_card
 from hf_safety.hub.metadata import hub_id, hyperparameters_from_args, public_name, scrub_text
 from hf_safety.seas import SEASConfig, SEASTrainer, iteration_dir
 from hf_safety.toy import tiny_model
 
 
 LOCAL_NAMES = ["./out/model", "~/models/model", "C:\\Users\\me\\model", "../model"]
-
-
-def _record(index, label, unsafe, refusal=None):
-    return EvalRecord(
-        index=index,
-        id=str(index),
-        label=label,
-        category=None,
-        prompt=f"p{index}",
-        attack_prompt=f"p{index}",
-        prefill="",
-        response="r",
-        raw_response="r",
-        verdict={"unsafe": unsafe},
-        refusal=refusal,
-    )
-
-
-def hand_report(model_name="meta-llama/x", source="mini.jsonl"):
-    """No attack: 3 of 4 harmful prompts answered unsafely (ASR 75%), 1 of 2 safe prompts refused (over-refusal 50%);
-    prefill:3: 1 of 4 unsafe, 1 unknown (ASR 25%)."""
-    none = [_record(i, "unsafe", v) for i, v in enumerate([True, True, True, False])]
-    none += [_record(4, "safe", False, refusal=True), _record(5, "safe", False, refusal=False)]
-    prefill = [_record(i, "unsafe", v) for i, v in enumerate([True, False, False, None])]
-    return SafetyReport(
-        model_name=model_name,
-        judge={"name": "test-judge", "description": "a test judge"},
-        generation={"max_new_tokens": 4},
-        suites={"mini": {"source": source}},
-        attacks={"none": {}, "prefill:3": {}},
-        results=[
-            SuiteAttackResult.from_records("mini", "none", "none", None, none),
-            SuiteAttackResult.from_records("mini", "prefill:3", "prefill", 3, prefill),
-        ],
-    )
-
-
-EXPECTED_INDEX = {
-    ("mini", "none", "asr"): 75.0,
-    ("mini", "none", "over_refusal"): 50.0,
-    ("mini", "prefill:3", "asr"): 25.0,
-}
-
-
-def index_values(card_data):
-    return {(r.dataset_name, r.metric_config, r.metric_type): r.metric_value for r in card_data.eval_results or []}
 
 
 def assert_no_local_path(text, *paths):
@@ -148,6 +102,34 @@ def test_derta_card_metadata_and_model_index():
     assert 'model="me/llama3-derta"' in text
     assert "| mini | none | 6 | 75.0% (" in text and "| `rto_weight` | 1.0 |" in text
     assert "Content warning" in text
+
+
+def test_add_eval_report_to_a_trainers_card():
+    """A card written without an evaluation gets the report's table and model-index, the rest unchanged."""
+    card = derta_model_card(
+        base_model="meta-llama/Meta-Llama-3-8B-Instruct",
+        model_name="llama3-derta",
+        hyperparameters={"rto_weight": 1.0},
+        license="llama3",
+    )
+    assert "No safety evaluation is attached" in card.content and card.data.eval_results is None
+    updated = ModelCard(str(add_eval_report(card, hand_report())))
+    assert index_values(updated.data) == EXPECTED_INDEX
+    assert updated.data.license == "llama3" and updated.data.base_model == "meta-llama/Meta-Llama-3-8B-Instruct"
+    assert "| mini | none | 6 | 75.0% (" in updated.content and "No safety evaluation" not in updated.content
+    assert updated.text.split("## Evaluation")[0] == card.text.split("## Evaluation")[0]
+    assert updated.text.split("## Intended use")[1] == card.text.split("## Intended use")[1]
+    # the same section as a card rendered with the report
+    with_report = derta_model_card(
+        base_model="meta-llama/Meta-Llama-3-8B-Instruct",
+        model_name="llama3-derta",
+        hyperparameters={"rto_weight": 1.0},
+        license="llama3",
+        eval_report=hand_report(),
+    )
+    assert updated.text == with_report.text
+    with pytest.raises(ValueError, match="no '## Evaluation' section"):
+        add_eval_report(ModelCard("---\nlicense: mit\n---\n# TRL's card\n"), hand_report())
 
 
 @pytest.mark.parametrize("local", ["tmp", *LOCAL_NAMES])

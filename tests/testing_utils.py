@@ -16,6 +16,7 @@ from datasets import Dataset, DatasetDict
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+from hf_safety.eval.report import EvalRecord, SafetyReport, SuiteAttackResult
 from hf_safety.judges import Judge, Verdict
 from hf_safety.toy import tiny_model
 from hf_safety.toy.world import BENIGN_TASKS, TEMPLATES
@@ -306,3 +307,52 @@ class FakeHub:
         }
         assert not [line for line in lines if line["key"] == "lfsFile"]
         return header["summary"], files
+
+
+# -- a hand-built safety report (the model-index values a card must carry) -------------------------------------------
+
+
+def _record(index, label, unsafe, refusal=None):
+    return EvalRecord(
+        index=index,
+        id=str(index),
+        label=label,
+        category=None,
+        prompt=f"p{index}",
+        attack_prompt=f"p{index}",
+        prefill="",
+        response="r",
+        raw_response="r",
+        verdict={"unsafe": unsafe},
+        refusal=refusal,
+    )
+
+
+def hand_report(model_name="meta-llama/x", source="mini.jsonl"):
+    """No attack: 3 of 4 harmful prompts answered unsafely (ASR 75%), 1 of 2 safe prompts refused (over-refusal 50%);
+    prefill:3: 1 of 4 unsafe, 1 unknown (ASR 25%)."""
+    none = [_record(i, "unsafe", v) for i, v in enumerate([True, True, True, False])]
+    none += [_record(4, "safe", False, refusal=True), _record(5, "safe", False, refusal=False)]
+    prefill = [_record(i, "unsafe", v) for i, v in enumerate([True, False, False, None])]
+    return SafetyReport(
+        model_name=model_name,
+        judge={"name": "test-judge", "description": "a test judge"},
+        generation={"max_new_tokens": 4},
+        suites={"mini": {"source": source}},
+        attacks={"none": {}, "prefill:3": {}},
+        results=[
+            SuiteAttackResult.from_records("mini", "none", "none", None, none),
+            SuiteAttackResult.from_records("mini", "prefill:3", "prefill", 3, prefill),
+        ],
+    )
+
+
+EXPECTED_INDEX = {
+    ("mini", "none", "asr"): 75.0,
+    ("mini", "none", "over_refusal"): 50.0,
+    ("mini", "prefill:3", "asr"): 25.0,
+}
+
+
+def index_values(card_data):
+    return {(r.dataset_name, r.metric_config, r.metric_type): r.metric_value for r in card_data.eval_results or []}

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import jinja2
 from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, ModelCardData
 
 from .metadata import (
@@ -124,6 +125,15 @@ def _eval_context(report: Any) -> dict[str, Any] | None:
     }
 
 
+def _evaluation_section(report: Any) -> str | None:
+    """The body of a model card's "Evaluation" section for a `SafetyReport` (`model_cards/evaluation_section.md`)."""
+    context = _eval_context(report)
+    if context is None:
+        return None
+    template = jinja2.Template(Path(_template("evaluation_section.md")).read_text(), keep_trailing_newline=True)
+    return template.render(evaluation=context).strip()
+
+
 def _eval_results(report: Any) -> list | None:
     """`report.eval_results()` for the `model-index`, with suite names, attack keys and judge names scrubbed."""
     if report is None:
@@ -177,7 +187,7 @@ def _model_card(
         base_model_prose=_model_link(base_model),
         dataset_prose=[_dataset_link(d) for d in datasets],
         hyperparameters={key: _cell(value) for key, value in public_hyperparameters(hyperparameters).items()},
-        evaluation=_eval_context(eval_report),
+        evaluation=_evaluation_section(eval_report),
         adapter=adapter,
         versions=framework_versions(),
         paper=paper,
@@ -196,6 +206,25 @@ def _model_link(name: str | None) -> str:
 def _dataset_link(name: str) -> str:
     repo = hub_id(name)
     return f"[{repo}](https://huggingface.co/datasets/{repo})" if repo else public_name(name, "dataset")
+
+
+_EVALUATION_SECTION = re.compile(r"(^## Evaluation\n\n).*?(?=^## )", re.DOTALL | re.MULTILINE)
+
+
+def add_eval_report(card: ModelCard | str, report: Any) -> ModelCard:
+    """
+    A model card (ours, e.g. the `README.md` a trainer wrote) with a safety evaluation added: the "Evaluation"
+    section's table and the `model-index` metadata from a [`~hf_safety.eval.SafetyReport`] (e.g. the `report.json`
+    that `hf-safety eval --output_dir` writes, loaded with `SafetyReport.load`).
+    """
+    text = str(card)
+    if not _EVALUATION_SECTION.search(text):
+        raise ValueError("the card has no '## Evaluation' section: add_eval_report takes the cards of hf_safety")
+    section = _evaluation_section(report)
+    updated = ModelCard(_EVALUATION_SECTION.sub(lambda m: m.group(1) + section + "\n\n", text, count=1))
+    updated.data.eval_results = _eval_results(report)
+    updated.data.model_name = updated.data.model_name or _title(report.model_name)
+    return _finish(ModelCard, ModelCard(updated.content))
 
 
 def derta_model_card(

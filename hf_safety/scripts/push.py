@@ -44,6 +44,10 @@ def make_parser(prog: str = "hf-safety push") -> argparse.ArgumentParser:
     model.add_argument("--with-adapter", action="store_true", help="with --merged: also the adapter, in adapter/")
     model.add_argument("--base-model", default=None, help="the base to merge into (default: the adapter's)")
     model.add_argument("--merge-dtype", default="auto", help="dtype to load the base in for merging, e.g. bfloat16")
+    model.add_argument(
+        "--eval-report", default=None, help="a report.json of `hf-safety eval`: its table and model-index go in the card"
+    )
+    model.add_argument("--license", default=None, help="the card's license (e.g. the base model's)")
     visibility = model.add_mutually_exclusive_group()
     visibility.add_argument("--private", dest="private", action="store_true", default=None)
     visibility.add_argument("--public", dest="private", action="store_false", help="(default: the account's)")
@@ -93,13 +97,20 @@ def push_dataset_path(args: argparse.Namespace):
 
 def push_model_path(args: argparse.Namespace):
     """A model or adapter folder with the card its trainer wrote (`README.md`), merged on request."""
-    from ..hub import push_model
+    from ..hub import add_eval_report, push_model
 
     path = Path(args.path)
-    card = None
-    if args.merged and (path / "README.md").is_file() and (path / "adapter_config.json").is_file():
-        card = ModelCard.load(path / "README.md")  # the adapter's card, for the merged weights
-        card.data.library_name = "transformers"
+    card = ModelCard.load(path / "README.md") if (path / "README.md").is_file() else None
+    if card is not None and args.eval_report:
+        from ..eval import SafetyReport
+
+        card = add_eval_report(card, SafetyReport.load(args.eval_report))
+    if card is not None and args.license:
+        card.data.license = args.license
+    if card is not None and args.merged and not args.with_adapter and (path / "adapter_config.json").is_file():
+        card.data.library_name = "transformers"  # the adapter's card, for the merged weights
+    if card is None and (args.eval_report or args.license):
+        raise SystemExit(f"{path}/README.md not found: --eval-report and --license update the card a trainer wrote")
     return push_model(
         path,
         args.repo_id,
