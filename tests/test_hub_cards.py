@@ -8,7 +8,7 @@ import pytest
 from datasets import Dataset
 from huggingface_hub import DatasetCard, ModelCard
 from peft import LoraConfig
-from testing_utils import EXPECTED_INDEX, FAKE_TOKEN, hand_report, index_values, toy_rows
+from testing_utils import EXPECTED_INDEX, FAKE_TOKEN, hand_report, index_values, tiny_seas_args, toy_rows
 from transformers import TrainerCallback
 
 from hf_safety import DeRTaConfig, DeRTaTrainer
@@ -16,7 +16,7 @@ from hf_safety.data import SourceReport, build_derta_mix
 from hf_safety.eval.report import SafetyReport
 from hf_safety.hub import add_eval_report, derta_mix_dataset_card, derta_model_card, seas_dataset_card, seas_model_card
 from hf_safety.hub.metadata import hub_id, hyperparameters_from_args, public_name, scrub_text
-from hf_safety.seas import SEASConfig, SEASTrainer, iteration_dir
+from hf_safety.seas import SEASTrainer, iteration_dir
 from hf_safety.toy import tiny_model
 
 
@@ -422,24 +422,10 @@ def test_seas_trainer_cards(tmp_path, monkeypatch):
     seeds = Dataset.from_list([{"prompt": f"how to {v} a lock {c}", "category": c} for c in ("a", "b") for v in verbs])
     out = tmp_path / "seas-out"
     saves = _CardAtSave()
-    args = SEASConfig(
-        str(out),
-        use_cpu=True,
-        bf16=False,
-        report_to="none",
-        num_iterations=2,
-        seeds_per_iteration=4,
-        num_adversarial_prompts=3,
-        num_responses=3,
-        red_team_max_new_tokens=8,
-        target_max_new_tokens=8,
+    args = tiny_seas_args(
+        out,
         per_device_train_batch_size=4,
-        num_train_epochs=1,
-        save_strategy="steps",
-        save_steps=1,
-        learning_rate=1e-3,
         red_team_beta=0.3,
-        activation_checkpointing=False,
         disable_tqdm=True,
         hub_token=FAKE_TOKEN,
     )

@@ -93,3 +93,19 @@ def test_push_model_with_eval_report_and_license(hub, tmp_path, llama3_tokenizer
     assert index_values(card.data) == EXPECTED_INDEX and card.data.license == "apache-2.0"
     assert card.data.base_model == "org/base" and "| mini | none | 6 | 75.0% (" in card.content
     assert (folder / "README.md").read_text().count("75.0%") == 0  # the local card is left as it was
+
+
+def test_push_built_file_dry_run(hub, tmp_path):
+    """A one-source build written as a .jsonl file (its report beside it) stages its rows and card; nothing sent."""
+    out = tmp_path / "pku.jsonl"
+    source = str(FIXTURES / "pku_saferlhf.jsonl")
+    assert cli_main(["data", "build", "--builder", "pku-saferlhf", "--source", source, "--output", str(out)]) == 0
+    assert cli_main(["push", "dataset", str(out), "--repo-id", "me/pku", "--dry-run"]) == 0
+    assert hub.requests == []
+    staged = tmp_path / "pku-hub"
+    manifest = json.loads((staged / "hub_upload.json").read_text())
+    assert manifest["private"] is True and manifest["contains_harmful"] is True
+    table = pq.read_table(staged / "data" / "train-00000-of-00001.parquet")
+    assert table.num_rows == 4 and sum(table.column("is_harmful").to_pylist()) == 3  # 3 pairs, 1 both-safe row
+    card = DatasetCard.load(staged / "README.md")
+    assert "**4 rows**: **3 harmful**" in card.content and card.data.pretty_name == "pku-saferlhf rows"

@@ -6,7 +6,7 @@ import pytest
 import torch
 from datasets import Dataset
 from peft import LoraConfig
-from testing_utils import toy_corpus
+from testing_utils import tiny_seas_args, toy_corpus
 from transformers import GenerationConfig
 
 from hf_safety.data import InvalidRowError
@@ -53,35 +53,12 @@ class ParityJudge(Judge):
         return [Verdict(unsafe=(len(r.split()) % 2 == 0) if r.strip() else None) for r in responses]
 
 
-def make_args(output_dir, **overrides):
-    values = dict(
-        use_cpu=True,
-        bf16=False,
-        report_to="none",
-        num_iterations=2,
-        seeds_per_iteration=4,
-        num_adversarial_prompts=3,
-        num_responses=3,
-        red_team_max_new_tokens=8,
-        target_max_new_tokens=8,
-        per_device_train_batch_size=2,
-        num_train_epochs=1,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=1,
-        learning_rate=1e-3,
-        activation_checkpointing=False,
-    )
-    values.update(overrides)
-    return SEASConfig(str(output_dir), **values)
-
-
 def make_trainer(tok, output_dir, judge=None, peft=False, callbacks=None, **overrides):
     lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM") if peft else None
     return SEASTrainer(
         model=tiny_model(tok, seed=0, hidden_size=32),
         red_team_model=tiny_model(tok, seed=1, hidden_size=32),
-        args=make_args(output_dir, **overrides),
+        args=tiny_seas_args(output_dir, **overrides),
         train_dataset=seed_pool(),
         processing_class=tok,
         red_team_processing_class=tok,

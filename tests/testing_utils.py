@@ -18,6 +18,7 @@ from transformers import PreTrainedTokenizerFast
 
 from hf_safety.eval.report import EvalRecord, SafetyReport, SuiteAttackResult
 from hf_safety.judges import Judge, Verdict
+from hf_safety.seas import SEASConfig
 from hf_safety.toy import tiny_model
 from hf_safety.toy.world import BENIGN_TASKS, TEMPLATES
 
@@ -356,3 +357,30 @@ EXPECTED_INDEX = {
 
 def index_values(card_data):
     return {(r.dataset_name, r.metric_config, r.metric_type): r.metric_value for r in card_data.eval_results or []}
+
+
+# -- SEAS on tiny models --------------------------------------------------------------------------------------
+
+
+def tiny_seas_args(output_dir, **overrides):
+    """A SEAS config for two quick rounds of tiny models on CPU (checkpoints every step), with `overrides`."""
+    values = dict(
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        num_iterations=2,
+        seeds_per_iteration=4,
+        num_adversarial_prompts=3,
+        num_responses=3,
+        red_team_max_new_tokens=8,
+        target_max_new_tokens=8,
+        per_device_train_batch_size=2,
+        num_train_epochs=1,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=1,
+        learning_rate=1e-3,
+        activation_checkpointing=False,
+    )
+    values.update(overrides)
+    return SEASConfig(str(output_dir), **values)
