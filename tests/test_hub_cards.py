@@ -113,7 +113,8 @@ def test_add_eval_report_to_a_trainers_card():
         license="llama3",
     )
     assert "No safety evaluation is attached" in card.content and card.data.eval_results is None
-    updated = ModelCard(str(add_eval_report(card, hand_report())))
+    report = hand_report()
+    updated = ModelCard(str(add_eval_report(card, report)))
     assert index_values(updated.data) == EXPECTED_INDEX
     assert updated.data.license == "llama3" and updated.data.base_model == "meta-llama/Meta-Llama-3-8B-Instruct"
     assert "| mini | none | 6 | 75.0% (" in updated.content and "No safety evaluation" not in updated.content
@@ -125,7 +126,7 @@ def test_add_eval_report_to_a_trainers_card():
         model_name="llama3-derta",
         hyperparameters={"rto_weight": 1.0},
         license="llama3",
-        eval_report=hand_report(),
+        eval_report=report,
     )
     assert updated.text == with_report.text
     with pytest.raises(ValueError, match="no '## Evaluation' section"):
