@@ -11,6 +11,8 @@
   the data contract from the public safety datasets.
 - `hf-safety push model|dataset|staged PATH --repo-id ORG/NAME`: publish a model or dataset with its card (datasets
   with harmful text private by default); offline, stage what would be pushed.
+- `hf-safety plan --model ID_OR_CONFIG --method derta|seas|sft --gpu 24 [--recipe RECIPE.yaml] [--json]`: will it fit?
+  Peak GPU memory from the model config alone, by term, with what to change when it does not fit (exit status 1).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ COMMANDS = {
     "eval": "Safety evaluation: suites x attacks, judged; ASR, refusal, over-refusal; report + plots",
     "data": "data build: rows of the data contract from PKU-SafeRLHF, BeaverTails, hh-rlhf, SEAS, messages data",
     "push": "Publish a model (adapter or merged) or a safety dataset (private by default) to the Hub, with its card",
+    "plan": "Will it fit? Peak GPU memory of a DeRTa/SEAS/SFT run from the model config; what to change if not",
 }
 
 DERTA_USAGE = """usage: hf-safety derta --config RECIPE.yaml [--field value ...]
@@ -171,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         from .scripts.push import run as run_push
 
         run_push(argv[1:])
+    elif argv[0] == "plan":
+        from .plan import main as run_plan
+
+        return run_plan(argv[1:])
     return 0
 
 

@@ -2,7 +2,9 @@
 tokenizer, for evaluation, the judges and SEAS alike (the trainers load through TRL, as `SFTTrainer` does).
 
 - `trust_remote_code` is off unless the caller turns it on.
-- `load_in_4bit=True` quantizes with the QLoRA config ([`bnb_4bit_config`]: NF4, double quantization).
+- `load_in_4bit=True` quantizes with the QLoRA config ([`bnb_4bit_config`]: NF4, double quantization); the fused
+  experts of an MoE (Mixtral, Qwen-MoE, ...), which bitsandbytes leaves in 16-bit, are quantized too
+  ([`from_pretrained_4bit_experts`]).
 - A name that looks like a local path (`./x`, `/x`, `~/x`, `a/b/c`) and does not exist raises "path not found",
   not a Hub repo-id error; a name that may be either (`org/name`) says both what was looked for locally and what the
   Hub said.
@@ -15,11 +17,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import (
+    AutoConfig,
+    AutoModel,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -27,12 +32,16 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.utils import logging
+
+from .quant import find_fused_experts, moe_experts_layout_error, quantize_moe_experts
 
 
 TASKS = ("causal-lm", "sequence-classification")
 _AUTO_CLASSES = {"causal-lm": AutoModelForCausalLM, "sequence-classification": AutoModelForSequenceClassification}
 _RESOLVERS: dict[str, Callable[[str], str]] = {}
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+logger = logging.get_logger(__name__)
 
 
 def register_model_resolver(scheme: str, resolver: Callable[[str], str]) -> None:
@@ -105,6 +114,111 @@ def bnb_4bit_config(compute_dtype: torch.dtype | None = None, quant_storage: tor
     )
 
 
+def is_bnb_4bit(quantization_config: Any) -> bool:
+    """Whether `quantization_config` (a `BitsAndBytesConfig` or its dict) asks for bitsandbytes 4-bit."""
+    if isinstance(quantization_config, dict):
+        return bool(quantization_config.get("load_in_4bit"))
+    return isinstance(quantization_config, BitsAndBytesConfig) and quantization_config.load_in_4bit
+
+
+def meta_model(config: Any, *, task: str = "causal-lm", dtype: torch.dtype | None = None, **kwargs: Any) -> Any:
+    """The model of `config` built on the meta device: its modules, names and parameter shapes, no weights and no
+    memory (milliseconds even for 70B). `task` as in [`load_model_and_tokenizer`]; `AutoModel` for `"base"`."""
+    auto_class = AutoModel if task == "base" else _AUTO_CLASSES[task]
+    with torch.device("meta"):
+        return auto_class.from_config(config, **({"dtype": dtype} if dtype is not None else {}), **kwargs)
+
+
+def fused_experts_layouts(
+    name_or_path: str, *, trust_remote_code: bool = False, revision: str | None = None
+) -> dict[str, str | None]:
+    """
+    The fused-expert modules of the checkpoint's architecture (transformers 5 Mixtral, Qwen-MoE, OLMoE, ...: experts
+    as 3-D parameters, which bitsandbytes does not quantize), each with `None` when
+    [`~hf_safety.quant.quantize_moe_experts`] converts it, else why not. Empty for a dense model or an architecture
+    `AutoModel` does not know. Reads the config and builds the model on the meta device (no weights; milliseconds).
+    """
+    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, revision=revision)
+    try:
+        skeleton = meta_model(config, task="base", trust_remote_code=trust_remote_code)
+    except Exception as err:  # not buildable from its config alone: loaded as it is
+        logger.debug(f"no meta skeleton for {name_or_path!r} ({err}); assuming no fused experts")
+        return {}
+    return {name: moe_experts_layout_error(skeleton.get_submodule(name)) for name in find_fused_experts(skeleton)}
+
+
+def quantizes_experts(
+    name_or_path: str, quantization_config: Any, *, trust_remote_code: bool = False, revision: str | None = None
+) -> bool:
+    """Whether loading `name_or_path` with `quantization_config` takes [`from_pretrained_4bit_experts`]'s path:
+    bitsandbytes 4-bit, and fused experts that [`~hf_safety.quant.quantize_moe_experts`] converts (fused experts of
+    another layout are warned about: they stay 16-bit, as bitsandbytes leaves them)."""
+    if not is_bnb_4bit(quantization_config):
+        return False
+    layouts = fused_experts_layouts(name_or_path, trust_remote_code=trust_remote_code, revision=revision)
+    unsupported = {name: error for name, error in layouts.items() if error is not None}
+    if unsupported:
+        logger.warning(f"{name_or_path}: fused experts hf_safety cannot quantize stay 16-bit: {unsupported}")
+    return len(unsupported) < len(layouts)
+
+
+def _single_device(device_map: Any) -> torch.device | None:
+    """The one device `device_map` puts the model on (`None`/"auto"/"balanced"...: the current GPU, else CPU), or
+    `None` for a map over several devices."""
+    if isinstance(device_map, dict):
+        devices = set(device_map.values())
+        return _single_device(devices.pop()) if len(devices) == 1 else None
+    if device_map is None or device_map in ("auto", "balanced", "balanced_low_0", "sequential"):
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device("cuda", device_map) if isinstance(device_map, int) else torch.device(device_map)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def from_pretrained_4bit_experts(from_pretrained: Callable[..., Any], name: str, **kwargs: Any) -> Any:
+    """
+    `from_pretrained(name, **kwargs)`, except that when `kwargs["quantization_config"]` asks for bitsandbytes 4-bit
+    and the checkpoint is a fused-expert MoE ([`fused_experts_layouts`]), the experts end up in 4-bit as well
+    ([`~hf_safety.quant.quantize_moe_experts`], with the config's quant type, double quantization, compute and storage
+    dtypes).
+
+    GPU memory at load: the 16-bit experts (≈ 90 GB for Mixtral-8x7B) never land on the GPU. For a model going to one
+    device, the model is loaded with `device_map="cpu"` (attention etc. quantized there by bitsandbytes), then each
+    expert is copied to the target device alone and quantized there, and the rest of the model follows with
+    `model.to(device)`. The cost is CPU RAM: about the 16-bit size of the experts (≈ 90 GB for Mixtral-8x7B, per
+    process), released layer by layer during the conversion. A `device_map` over several devices is loaded as given
+    (the 16-bit experts must fit where it puts them) and the experts are quantized where they are.
+    `from_pretrained` is any callable with `from_pretrained`'s signature (e.g. TRL's `create_model_from_path`).
+    """
+    config = kwargs.get("quantization_config")
+    if not quantizes_experts(
+        name, config, trust_remote_code=kwargs.get("trust_remote_code", False), revision=kwargs.get("revision")
+    ):
+        return from_pretrained(name, **kwargs)
+    if isinstance(config, dict):
+        config = BitsAndBytesConfig.from_dict(config)
+    quant = dict(
+        compute_dtype=config.bnb_4bit_compute_dtype,
+        quant_type=config.bnb_4bit_quant_type,
+        double_quant=config.bnb_4bit_use_double_quant,
+        quant_storage=config.bnb_4bit_quant_storage,
+        strict=False,  # an MoE layout the converter does not know still loads (warned), as bitsandbytes left it
+    )
+    device = _single_device(kwargs.get("device_map", "auto" if torch.cuda.is_available() else None))
+    if device is None:
+        model = from_pretrained(name, **kwargs)
+        quantize_moe_experts(model, **quant)
+        return model
+    model = from_pretrained(name, **{**kwargs, "device_map": "cpu"})
+    quantize_moe_experts(model, device=device, **quant)
+    if device.type != "cpu":
+        model.to(device)
+        if hasattr(model, "hf_device_map"):  # accelerate checks a 4-bit model is where it trains
+            model.hf_device_map = {"": device.index if device.type == "cuda" else str(device)}
+    return model
+
+
 def _from_pretrained(loader: Callable[..., Any], name: str, what: str, **kwargs: Any) -> Any:
     """Calls `loader(name, **kwargs)`; an `org/name` that is neither a folder nor loadable from the Hub says both."""
     try:
@@ -151,7 +265,8 @@ def load_model_and_tokenizer(
         dtype (defaults to `"auto"`): the checkpoint's dtype unless given.
         device_map (optional): passed to `from_pretrained`; defaults to `"auto"` when CUDA is available, and to
             `"cpu"` for a 4-bit load without CUDA.
-        load_in_4bit (`bool`, defaults to `False`): quantize with [`bnb_4bit_config`] (needs `bitsandbytes`).
+        load_in_4bit (`bool`, defaults to `False`): quantize with [`bnb_4bit_config`] (needs `bitsandbytes`); the
+            experts of a fused-expert MoE too (see [`from_pretrained_4bit_experts`]).
         bnb_4bit_compute_dtype (optional): compute dtype of the 4-bit layers (default: float32 with
             `device_map="cpu"`, else as [`bnb_4bit_config`]).
         trust_remote_code (`bool`, defaults to `False`): only set it for checkpoints you have read.
@@ -175,7 +290,8 @@ def load_model_and_tokenizer(
     if device_map is not None:
         kwargs["device_map"] = device_map
     kwargs.update(model_kwargs or {})
-    model = _from_pretrained(_AUTO_CLASSES[task].from_pretrained, name, "model", **kwargs)
+    from_pretrained = _AUTO_CLASSES[task].from_pretrained
+    model = _from_pretrained(partial(from_pretrained_4bit_experts, from_pretrained), name, "model", **kwargs)
     if not isinstance(tokenizer, PreTrainedTokenizerBase):
         tokenizer = load_tokenizer(tokenizer or name, trust_remote_code=trust_remote_code, revision=revision)
     return model, tokenizer

@@ -1,10 +1,11 @@
-"""Shared test doubles: the fixed toy rows the hand-checked label tests are written against, scripted tiny models
-whose greedy output is set by hand, and judges whose verdicts are known.
+"""Shared test doubles: the fixed toy rows the hand-checked label tests are written against, tiny variants of the
+shipped model configs, scripted tiny models whose greedy output is set by hand, and judges whose verdicts are known.
 
 Benchmarks and subprocess scripts import this module by adding `tests/` to `sys.path`.
 """
 
 import base64
+import copy
 import json
 import math
 import random
@@ -94,6 +95,32 @@ def toy_corpus() -> list[str]:
         for column in ("prompt", "chosen", "rejected"):
             texts.extend(message["content"] for message in row[column] or [])
     return texts
+
+
+# -- tiny variants of the shipped model configs (recipes/configs) ---------------------------------------------------
+
+# Small enough for CPU, with the architecture's traits kept: model type, module names, 4:1 grouped-query attention,
+# the number of experts and top-k. Sizes are multiples of 32, as bitsandbytes' CPU 4-bit kernel needs.
+TINY_SIZES = dict(
+    hidden_size=128,
+    intermediate_size=256,
+    num_attention_heads=4,
+    num_key_value_heads=1,
+    head_dim=32,
+    num_hidden_layers=2,
+    vocab_size=256,
+    max_position_embeddings=256,
+    bos_token_id=1,
+    eos_token_id=2,
+)
+
+
+def tiny_variant(config, **overrides):
+    """A copy of a transformers config (e.g. `AutoConfig.from_pretrained("recipes/configs/...")`) with `TINY_SIZES`
+    (and `overrides`) in place of its sizes."""
+    config = copy.deepcopy(config)
+    config.update({**TINY_SIZES, **overrides})
+    return config
 
 
 # -- scripted models ------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 from trl import SFTTrainer
-from trl.trainer.utils import get_config_model_id
+from trl.trainer.utils import create_model_from_path, get_config_model_id
 
 from ..data import (
     TOKENIZED_COLUMNS,
@@ -35,7 +35,8 @@ from ..hub.cards import derta_model_card
 from ..hub.metadata import DERTA_FIELDS, card_hyperparameters, is_adapter
 from ..hub.papers import DERTA_PAPER
 from ..hub.trainer import HubPublishingMixin
-from ..models import resolve_model_name
+from ..models import from_pretrained_4bit_experts, load_tokenizer, quantizes_experts, resolve_model_name
+from ..quant import resolve_all_linear
 from .collator import BENIGN, HARMFUL_PREFIX, RTO, DeRTaCollator
 from .config import DeRTaConfig
 
@@ -64,6 +65,36 @@ def _check_not_empty(dataset: Any, name: str) -> None:
             _check_not_empty(value, key)
     elif isinstance(dataset, (Dataset, IterableDataset)) and _first_row(dataset) is None:
         raise EmptyDatasetError(f"The {name} dataset is empty: DeRTaTrainer needs at least one row.")
+
+
+def _load_with_4bit_experts(
+    model: str, args: DeRTaConfig, processing_class: Any, quantization_config: Any
+) -> tuple[str | PreTrainedModel, Any, Any]:
+    """
+    A fused-expert MoE (Mixtral, Qwen-MoE, ...) named for a bitsandbytes 4-bit load is loaded here as `SFTTrainer`
+    would (TRL's `create_model_from_path`, `model_init_kwargs`) but with its experts in 4-bit too
+    ([`~hf_safety.models.from_pretrained_4bit_experts`]); TRL alone leaves them 16-bit. Anything else is returned as
+    it came, for `SFTTrainer` to load.
+    """
+    kwargs = dict(args.model_init_kwargs or {})
+    config = quantization_config if quantization_config is not None else kwargs.get("quantization_config")
+    kwargs.setdefault("trust_remote_code", args.trust_remote_code)
+    if not quantizes_experts(
+        model, config, trust_remote_code=kwargs["trust_remote_code"], revision=kwargs.get("revision")
+    ):
+        return model, processing_class, quantization_config
+    if quantization_config is not None and "quantization_config" in kwargs:
+        raise ValueError("`quantization_config` is set both as a trainer argument and in `args.model_init_kwargs`")
+    kwargs["quantization_config"] = config
+    if args.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):  # as SFTTrainer: one copy per process
+        kwargs["device_map"] = None
+    loaded = from_pretrained_4bit_experts(create_model_from_path, model, **kwargs)
+    if processing_class is None:
+        processing_class = load_tokenizer(
+            model, trust_remote_code=kwargs["trust_remote_code"], revision=kwargs.get("revision")
+        )
+    args.model_init_kwargs = None  # used here; SFTTrainer gets the loaded model
+    return loaded, processing_class, None
 
 
 class _CollatorEpochCallback(TrainerCallback):
@@ -145,6 +176,12 @@ class DeRTaTrainer(HubPublishingMixin, SFTTrainer):
             raise TypeError("DeRTaTrainer supports text models only; pass a tokenizer as `processing_class`.")
         _check_not_empty(train_dataset, "train")
         _check_not_empty(eval_dataset, "eval")
+        if isinstance(model, str):
+            model, processing_class, quantization_config = _load_with_4bit_experts(
+                model, args, processing_class, quantization_config
+            )
+        if peft_config is not None and not isinstance(model, str):
+            peft_config = resolve_all_linear(peft_config, model)  # "all-linear": no LoRA on a 4-bit MoE's router
 
         self.skip_reports: dict[str, SkipReport] = {}
         self.refusal_token_id: int | None = None
@@ -474,7 +511,6 @@ class DeRTaTrainer(HubPublishingMixin, SFTTrainer):
                 counters = json.load(f)
             self._total_train_tokens = counters["num_tokens"]
             self._sequence_counts.update(counters["sequences"])
-
 
     def create_model_card(
         self,

@@ -313,6 +313,18 @@ def _quantized_4bit(quantization_config: Any) -> bool:
     return bool(qc.get("load_in_4bit") or qc.get("_load_in_4bit") or qc.get("bits") == 4)
 
 
+def _adapts_split_experts(adapter_dir: Path) -> bool:
+    """Whether the adapter's weights sit on per-expert layers (`...experts.3.gate_up.lora_A...`): it was trained on
+    an MoE whose experts `hf_safety.quant.quantize_moe_experts` split and quantized."""
+    weights = adapter_dir / "adapter_model.safetensors"
+    if not weights.is_file():
+        return False
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as f:
+        return any(".experts." in key and (".gate_up." in key or ".down." in key) for key in f.keys())
+
+
 def _refuse_4bit(base: str) -> None:
     raise ValueError(
         f"the base model {base!r} is 4-bit quantized: merging a LoRA adapter into 4-bit weights loses the adapter's "
@@ -347,6 +359,7 @@ def merge_adapter(
     from transformers import PretrainedConfig
 
     from ..models import check_model_path, load_model_and_tokenizer, resolve_model_name
+    from ..quant import fuse_moe_experts, split_moe_experts
 
     adapter_dir = Path(adapter_dir)
     adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text())
@@ -361,7 +374,10 @@ def merge_adapter(
     loaded_config = getattr(model.config, "quantization_config", None)
     if getattr(model, "is_loaded_in_4bit", False) or _quantized_4bit(loaded_config):
         _refuse_4bit(base)
+    split = _adapts_split_experts(adapter_dir) and split_moe_experts(model)  # trained on 4-bit MoE experts
     merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    if split:
+        fuse_moe_experts(merged)  # back to the checkpoint layout
     merged.save_pretrained(output_dir)
     if save_tokenizer:
         tokenizer.save_pretrained(output_dir)

@@ -45,7 +45,9 @@ def make_parser(prog: str = "hf-safety push") -> argparse.ArgumentParser:
     model.add_argument("--base-model", default=None, help="the base to merge into (default: the adapter's)")
     model.add_argument("--merge-dtype", default="auto", help="dtype to load the base in for merging, e.g. bfloat16")
     model.add_argument(
-        "--eval-report", default=None, help="a report.json of `hf-safety eval`: its table and model-index go in the card"
+        "--eval-report",
+        default=None,
+        help="a report.json of `hf-safety eval`: its table and model-index go in the card",
     )
     model.add_argument("--license", default=None, help="the card's license (e.g. the base model's)")
     visibility = model.add_mutually_exclusive_group()

@@ -50,6 +50,10 @@ class SEASConfig(DPOConfig):
             Sampling of the target's answers.
         generation_batch_size (`int`, *optional*, defaults to `16`):
             Prompts per `generate` call (each brings n or m sequences).
+        attack_chunk_size (`int`, *optional*, defaults to `64`):
+            Seeds per chunk of the attack stage. Chunks are split between the processes of a multi-process run, and
+            chunk c samples from seed `seed + 1000 * iteration + 2 * c`: the attack log does not depend on the number
+            of processes. Smaller chunks spread a small round over more processes.
         min_prompt_chars / max_prompt_chars (defaults `1` / `3000`):
             Adversarial prompts outside these lengths (after cleaning) are dropped and counted.
         max_response_chars (`int`, *optional*, defaults to `3000`):
@@ -95,6 +99,9 @@ class SEASConfig(DPOConfig):
     target_top_p: float = field(default=0.9, metadata={"help": "Target nucleus sampling."})
     target_max_new_tokens: int = field(default=256, metadata={"help": "Longest answer, in tokens."})
     generation_batch_size: int = field(default=16, metadata={"help": "Prompts per generate call."})
+    attack_chunk_size: int = field(
+        default=64, metadata={"help": "Seeds per attack-stage chunk (the unit split between processes)."}
+    )
     min_prompt_chars: int = field(default=1, metadata={"help": "Shorter adversarial prompts are dropped."})
     max_prompt_chars: int = field(default=3000, metadata={"help": "Longer adversarial prompts are dropped."})
     max_response_chars: int = field(default=3000, metadata={"help": "Longer answers are left out of pairs."})
@@ -111,7 +118,13 @@ class SEASConfig(DPOConfig):
     learning_rate: float = field(default=5e-6, metadata={"help": "The target's (and by default the red team's) lr."})
 
     def __post_init__(self):
-        for name in ("num_iterations", "num_seed_examples", "num_adversarial_prompts", "num_responses"):
+        for name in (
+            "num_iterations",
+            "num_seed_examples",
+            "num_adversarial_prompts",
+            "num_responses",
+            "attack_chunk_size",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"SEASConfig field '{name}' must be >= 1, got {getattr(self, name)}")
         if self.seeds_per_iteration < 1:

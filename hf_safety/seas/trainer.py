@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import broadcast_object_list, gather_object
 from datasets import Dataset, concatenate_datasets
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
@@ -25,7 +26,8 @@ from ..hub.metadata import DPO_FIELDS, SEAS_FIELDS, card_hyperparameters, is_ada
 from ..hub.papers import SEAS_PAPER
 from ..hub.trainer import HubPublishingMixin
 from ..models import load_model_and_tokenizer, resolve_model_name
-from .attack import AttackStats, distinct_ngrams, run_attack_stage
+from ..quant import resolve_all_linear
+from .attack import ATTACK_LOG_FEATURES, AttackStats, distinct_ngrams, run_attack_stage
 from .callback import SEASCallback, _RedTeamLogBridge
 from .config import SEASConfig
 from .pairs import build_red_team_pairs, build_target_pairs, mix_general_data, pair_counts
@@ -221,7 +223,10 @@ class SEASTrainer(HubPublishingMixin, DPOTrainer):
         # Full fine-tuning: a frozen copy is each side's reference; with PEFT the "ref" adapter is (see _refresh)
         ref_model = None if peft_config is not None else copy.deepcopy(model).eval().requires_grad_(False)
         red_team_peft_config = red_team_peft_config if red_team_peft_config is not None else peft_config
+        if peft_config is not None:  # "all-linear" on a 4-bit MoE: LoRA on attention and experts, not the router
+            peft_config = resolve_all_linear(peft_config, model)
         if red_team_peft_config is not None:
+            red_team_peft_config = resolve_all_linear(red_team_peft_config, red_team_model)
             from peft import get_peft_model, prepare_model_for_kbit_training
 
             if getattr(red_team_model, "is_loaded_in_4bit", False):
@@ -285,11 +290,14 @@ class SEASTrainer(HubPublishingMixin, DPOTrainer):
             done = set(state["stages"].get(str(iteration), []))
             self._seas_event("on_round_begin", iteration=iteration)
 
+            # Files are written by the main process; every process reads them back after a barrier
             if "attack" not in done:
                 attack_log, stats = self._attack(iteration)
-                attack_log.to_parquet(folder / "attack_log.parquet")
-                (folder / "attack_stats.json").write_text(json.dumps(stats.to_dict(), indent=2))
+                if self.accelerator.is_main_process:
+                    attack_log.to_parquet(folder / "attack_log.parquet")
+                    (folder / "attack_stats.json").write_text(json.dumps(stats.to_dict(), indent=2))
                 self._mark(state, iteration, "attack")
+            self.accelerator.wait_for_everyone()
             attack_log = _read_parquet(folder / "attack_log.parquet")
             stats = AttackStats(
                 **{k: v for k, v in self._read_json(folder / "attack_stats.json").items() if k != "asr"}
@@ -298,9 +306,11 @@ class SEASTrainer(HubPublishingMixin, DPOTrainer):
 
             if "pairs" not in done:
                 red_pairs, target_pairs = self._pairs(iteration, attack_log)
-                red_pairs.to_parquet(folder / "red_team_pairs.parquet")
-                target_pairs.to_parquet(folder / "target_pairs.parquet")
+                if self.accelerator.is_main_process:
+                    red_pairs.to_parquet(folder / "red_team_pairs.parquet")
+                    target_pairs.to_parquet(folder / "target_pairs.parquet")
                 self._mark(state, iteration, "pairs")
+            self.accelerator.wait_for_everyone()
             red_pairs = _read_parquet(folder / "red_team_pairs.parquet")
             target_pairs = _read_parquet(folder / "target_pairs.parquet")
             self._seas_event(
@@ -318,7 +328,8 @@ class SEASTrainer(HubPublishingMixin, DPOTrainer):
             metrics = self._round_metrics(iteration, attack_log, stats, red_pairs, target_pairs, trained)
             history.append(metrics)
             self._save_state(state)
-            (root / RESULTS_FILE).write_text(json.dumps({"rounds": history}, indent=2))
+            if self.accelerator.is_main_process:
+                (root / RESULTS_FILE).write_text(json.dumps({"rounds": history}, indent=2))
             for side in SIDES:  # the cards again, now with the round's metrics (and evaluation)
                 self._write_side_card(side, iteration)
             self.log({f"seas/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
@@ -335,24 +346,39 @@ class SEASTrainer(HubPublishingMixin, DPOTrainer):
         return history
 
     def _attack(self, iteration: int) -> tuple[Dataset, AttackStats]:
+        """The round's attack stage, by chunks of `attack_chunk_size` seeds, chunk c sampled from seed
+        `seed + 1000 * iteration + 2 * c` (the red team; the target from that + 1): the chunks are split between the
+        processes and gathered in order, so the log does not depend on the number of processes."""
         args = self.args
         seeds = self.seed_pool.sample(args.seeds_per_iteration, seed=args.seed + iteration, mode=args.seed_sampling)
-        return run_attack_stage(
-            (self.red_team_model, self.red_team_tokenizer),
-            (self.model, self.processing_class),
-            seeds,
-            self.judge,
-            num_prompts=args.num_adversarial_prompts,
-            num_responses=args.num_responses,
-            red_team_generation_config=args.generation_config("red_team"),
-            target_generation_config=args.generation_config("target"),
-            iteration=iteration,
-            batch_size=args.generation_batch_size,
-            judge_batch_size=args.judge_batch_size,
-            min_prompt_chars=args.min_prompt_chars,
-            max_prompt_chars=args.max_prompt_chars,
-            seed=args.seed + 1000 * iteration,
-        )
+        size = args.attack_chunk_size
+        parts = []
+        with self.accelerator.split_between_processes(list(range(0, len(seeds), size))) as starts:
+            for start in starts:
+                log, stats = run_attack_stage(
+                    (self.red_team_model, self.red_team_tokenizer),
+                    (self.model, self.processing_class),
+                    seeds[start : start + size],
+                    self.judge,
+                    num_prompts=args.num_adversarial_prompts,
+                    num_responses=args.num_responses,
+                    red_team_generation_config=args.generation_config("red_team"),
+                    target_generation_config=args.generation_config("target"),
+                    iteration=iteration,
+                    batch_size=args.generation_batch_size,
+                    judge_batch_size=args.judge_batch_size,
+                    min_prompt_chars=args.min_prompt_chars,
+                    max_prompt_chars=args.max_prompt_chars,
+                    seed=args.seed + 1000 * iteration + 2 * (start // size),
+                )
+                parts.append((log.to_list(), stats))
+        parts = gather_object(parts)
+        # the first chunk's generation settings (the others differ in their seed only)
+        stats = AttackStats(settings={**parts[0][1].settings, "attack_chunk_size": size})
+        for name in (f.name for f in dataclasses.fields(AttackStats) if f.name != "settings"):
+            setattr(stats, name, sum(getattr(part, name) for _, part in parts))
+        rows = [row for log, _ in parts for row in log]
+        return Dataset.from_list(rows, features=ATTACK_LOG_FEATURES), stats
 
     def _pairs(self, iteration: int, attack_log: Dataset) -> tuple[Dataset, Dataset]:
         red = build_red_team_pairs(attack_log)
@@ -579,6 +605,14 @@ class SEASTrainer(HubPublishingMixin, DPOTrainer):
         }
         metrics["unsafe_rate_over_known"] = counts.get("unsafe_rate")
         if self.evaluator is not None:
+            metrics.update(self._evaluate_target(iteration))
+        return metrics
+
+    def _evaluate_target(self, iteration: int) -> dict[str, Any]:
+        """The new target on the fixed attack set, on the main process (it writes the evaluation's files); the
+        figures are sent to the other processes."""
+        metrics: dict[str, Any] = {}
+        if self.accelerator.is_main_process:
             report = self.evaluator.evaluate(
                 self.model,
                 self.processing_class,
@@ -590,7 +624,7 @@ class SEASTrainer(HubPublishingMixin, DPOTrainer):
             metrics["target_asr_unknown_rate"] = result.asr.unknown_rate  # unreadable answers are not safe ones
             if result.over_refusal.n:
                 metrics["target_over_refusal"] = result.over_refusal.rate
-        return metrics
+        return broadcast_object_list([metrics])[0]
 
     # -- events, state, resume -------------------------------------------------------------------------------------
 
