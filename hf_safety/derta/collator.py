@@ -13,9 +13,10 @@ from transformers.data.data_collator import DataCollatorMixin
 from trl.trainer.utils import pad
 
 
-# Values of the `sequence_kind` tensor
-BENIGN, HARMFUL_PREFIX, RTO = 0, 1, 2
+# Values of the `sequence_kind` tensor (FUSED: a harmful row's (a) and (b) as one sequence, `derta_form="fused"`)
+BENIGN, HARMFUL_PREFIX, RTO, FUSED = 0, 1, 2, 3
 PREFIX_SAMPLING = ("uniform", "word_boundary")
+DERTA_FORMS = ("naive", "fused")
 
 
 @dataclass
@@ -46,6 +47,17 @@ class DeRTaCollator(DataCollatorMixin):
     1 harmful prefix, 2 RTO, per sequence) and `harmful_prefix_length`, which [`DeRTaTrainer`] uses to log and weight
     the two losses.
 
+    With `derta_form="fused"` (experimental) a harmful row with both (a) and (b) becomes one sequence `P H x S`
+    (`sequence_kind` 3), with the same draws: `H` carries (b)'s RTO labels, `x` is a copy of the token just before `S`
+    in (a) (the last of `P h1..hk`; it takes no label) and `S` carries (a)'s labels. `x` and `S` see only
+    `P h1..h(k-1)`, `x` and the earlier tokens of `S`, with (a)'s position ids, so every labelled position sees what it
+    sees in (a) or (b): the loss and gradients are those of the naive form, while `P h1..hk` is computed once. (`x` is
+    needed because the state after `P h1..hk` predicts both `R` and the first token of `S`.) The batch then has a
+    boolean `attention_mask` of shape `(batch, 1, T, T)` (True: may attend; rows padded on the right), `position_ids`
+    and, with `return_sequence_kind=True`, `label_is_rto` (per token: the label is an RTO target). The model must take
+    a custom 4-D mask and `position_ids` (sdpa; eager after turning the mask additive, as [`DeRTaTrainer`] does). A
+    fused sequence is at most `len(P) + len(H) + 1 + len(S)` tokens, so it may exceed `max_length`.
+
     Args:
         pad_token_id (`int`): token id used to pad `input_ids`.
         refusal_token_id (`int`): RTO target, see [`~hf_safety.data.refusal_token_id`] (may be `None` with
@@ -63,6 +75,10 @@ class DeRTaCollator(DataCollatorMixin):
         deterministic (`bool`, defaults to `False`): draws depend only on `(seed, row_index)`.
         pad_to_multiple_of (`int`, *optional*): pad the batch length to a multiple of this.
         return_sequence_kind (`bool`, defaults to `False`): also return `sequence_kind` and `harmful_prefix_length`.
+        derta_form (`str`, defaults to `"naive"`): `"naive"` (two sequences per harmful row) or `"fused"` (one
+            tree-masked sequence, experimental).
+        sliding_window (`int`, *optional*): with `derta_form="fused"`, the model's attention window (e.g. Mistral's
+            `sliding_window`), applied on the position ids since a custom mask replaces the model's own.
 
     Example:
     ```python
@@ -87,6 +103,8 @@ class DeRTaCollator(DataCollatorMixin):
     deterministic: bool = False
     pad_to_multiple_of: int | None = None
     return_sequence_kind: bool = False
+    derta_form: str = "naive"
+    sliding_window: int | None = None
     return_tensors: str = "pt"
 
     def __post_init__(self):
@@ -98,6 +116,8 @@ class DeRTaCollator(DataCollatorMixin):
             raise ValueError(f"empty_prefix_prob must be in [0, 1], got {self.empty_prefix_prob}")
         if not 0.0 < self.rto_position_keep <= 1.0:
             raise ValueError(f"rto_position_keep must be in (0, 1], got {self.rto_position_keep}")
+        if self.derta_form not in DERTA_FORMS:
+            raise ValueError(f"derta_form must be one of {DERTA_FORMS}, got {self.derta_form!r}")
         self.epoch = 0
         self._draws: Counter = Counter()
 
@@ -162,7 +182,69 @@ class DeRTaCollator(DataCollatorMixin):
             sequences.append((prompt + harmful, ignore + rto_labels, RTO, len(harmful)))
         return sequences
 
+    @staticmethod
+    def fuse(prefix: tuple, rto: tuple) -> tuple[list[int], list[int], list[int], int, int]:
+        """
+        Fuses a harmful row's sequences (a) `P h1..hk S` and (b) `P H` (as `build_sequences` returns them) into
+        `P H x S`. Returns `(input_ids, labels, position_ids, branch_start, visible)`: tokens from `branch_start` on
+        (`x S`) see the tokens before `visible` and the branch up to themselves; the others are causal.
+        """
+        ids_a, labels_a, _, k = prefix
+        ids_b, labels_b, _, n = rto
+        p, branch_start = len(ids_b) - n, len(ids_b)
+        safe_ids, safe_labels = ids_a[p + k :], labels_a[p + k :]
+        visible = p + k - 1  # position of `x`, the token before `S` in (a)
+        if visible < 0:  # empty prompt and prefix: `S` starts the sequence in (a), its first label is never scored
+            branch, visible, safe_labels = [], 0, [-100] * min(1, len(safe_labels)) + safe_labels[1:]
+        else:
+            branch = [ids_a[visible]]
+        position_ids = [*range(branch_start), *range(visible, visible + len(branch) + len(safe_ids))]
+        labels = labels_b + [-100] * len(branch) + safe_labels
+        return ids_b + branch + safe_ids, labels, position_ids, branch_start, visible
+
+    def _fused_call(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        # Per sequence: input_ids, labels, position_ids, branch_start, visible, RTO-label flags, kind, k
+        records = []
+        for example in examples:
+            sequences = self.build_sequences(example)
+            if len(sequences) == 2:
+                ids, labels, positions, start, visible = self.fuse(*sequences)
+                is_rto = [True] * start + [False] * (len(ids) - start)
+                records.append((ids, labels, positions, start, visible, is_rto, FUSED, sequences[0][3]))
+            else:
+                for ids, labels, kind, k in sequences:
+                    n = len(ids)
+                    records.append((ids, labels, list(range(n)), n, n, [kind == RTO] * n, kind, k))
+
+        def padded(column, value):
+            tensors = [torch.tensor(record[column]) for record in records]
+            return pad(tensors, value, padding_side="right", pad_to_multiple_of=self.pad_to_multiple_of)
+
+        input_ids, position_ids = padded(0, self.pad_token_id), padded(2, 0)
+        q = torch.arange(input_ids.shape[1])[:, None]
+        kv = q.T
+        masks = []
+        for (ids, _, _, start, visible, *_), positions in zip(records, position_ids):
+            # causal on real keys; the branch (queries from `start`) sees the keys before `visible` and itself
+            mask = (kv <= q) & (kv < len(ids)) & ((q < start) | (kv < visible) | (kv >= start))
+            if self.sliding_window is not None:
+                mask &= positions[:, None] - positions[None, :] < self.sliding_window
+            masks.append(mask)
+        output = {
+            "input_ids": input_ids,
+            "attention_mask": torch.stack(masks)[:, None],
+            "position_ids": position_ids,
+            "labels": padded(1, -100),
+        }
+        if self.return_sequence_kind:
+            output["sequence_kind"] = torch.tensor([record[6] for record in records])
+            output["harmful_prefix_length"] = torch.tensor([record[7] for record in records])
+            output["label_is_rto"] = padded(5, False)
+        return output
+
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if self.derta_form == "fused":
+            return self._fused_call(examples)
         sequences = [sequence for example in examples for sequence in self.build_sequences(example)]
         input_ids = [torch.tensor(ids) for ids, _, _, _ in sequences]
         output = {

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
-from .collator import PREFIX_SAMPLING
+from .collator import DERTA_FORMS, PREFIX_SAMPLING
 
 
 @dataclass
@@ -42,6 +42,12 @@ class DeRTaConfig(SFTConfig):
         rto_position_keep (`float`, *optional*, defaults to `1.0`):
             Fraction of harmful positions that get the RTO target (1.0 = every position, as in the paper; the
             reference code keeps about 5%%). At least one position per sequence is kept.
+        derta_form (`str`, *optional*, defaults to `"naive"`):
+            `"naive"`: a harmful row trains as two sequences, prompt + harmful prefix + safe answer and prompt + whole
+            harmful answer. `"fused"` (experimental): one tree-masked sequence per harmful row that computes the
+            shared prompt and prefix once, with the same loss and gradients (see [`DeRTaCollator`]). It needs a model
+            that takes a custom 4-D attention mask (`attn_implementation` "sdpa" or "eager", one attention type for
+            every layer, no router aux loss); elsewhere the trainer falls back to `"naive"` and logs why.
         skip_invalid_rows (`bool`, *optional*, defaults to `False`):
             If `True`, rows that break the data contract are skipped, counted and reported (logged and kept in
             `trainer.skip_reports`) instead of raising an error naming the row and the field.
@@ -90,6 +96,14 @@ class DeRTaConfig(SFTConfig):
         default=1.0,
         metadata={"help": "Fraction of harmful positions that get the RTO target (1.0 = every position)."},
     )
+    derta_form: str = field(
+        default="naive",
+        metadata={
+            "help": "'naive' (two sequences per harmful row) or 'fused' (experimental: one tree-masked sequence, same "
+            "loss; sdpa or eager attention only, else falls back to naive).",
+            "choices": list(DERTA_FORMS),
+        },
+    )
     skip_invalid_rows: bool = field(
         default=False,
         metadata={"help": "Skip, count and report invalid rows instead of raising an error naming row and field."},
@@ -107,6 +121,8 @@ class DeRTaConfig(SFTConfig):
             raise ValueError(f"DeRTaConfig field 'empty_prefix_prob' must be in [0, 1], got {self.empty_prefix_prob}.")
         if not 0.0 < self.rto_position_keep <= 1.0:
             raise ValueError(f"DeRTaConfig field 'rto_position_keep' must be in (0, 1], got {self.rto_position_keep}.")
+        if self.derta_form not in DERTA_FORMS:
+            raise ValueError(f"DeRTaConfig field 'derta_form' must be one of {DERTA_FORMS}, got {self.derta_form!r}.")
         if self.rto_weight < 0:
             raise ValueError(f"DeRTaConfig field 'rto_weight' must be >= 0, got {self.rto_weight}.")
         if self.packing or self.padding_free:

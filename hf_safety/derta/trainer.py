@@ -37,7 +37,7 @@ from ..hub.papers import DERTA_PAPER
 from ..hub.trainer import HubPublishingMixin
 from ..models import from_pretrained_4bit_experts, load_tokenizer, quantizes_experts, resolve_model_name
 from ..quant import resolve_all_linear
-from .collator import BENIGN, HARMFUL_PREFIX, RTO, DeRTaCollator
+from .collator import BENIGN, FUSED, HARMFUL_PREFIX, RTO, DeRTaCollator
 from .config import DeRTaConfig
 
 
@@ -97,6 +97,25 @@ def _load_with_4bit_experts(
     return loaded, processing_class, None
 
 
+def _fused_form_support(model: PreTrainedModel) -> tuple[str | None, int | None]:
+    """Why `model` cannot train DeRTa's fused form (`None` when it can), and the attention window its mask needs."""
+    config = model.config.get_text_config()
+    implementation = config._attn_implementation
+    if implementation not in ("sdpa", "eager"):
+        return (
+            f"attn_implementation={implementation!r} cannot take a custom 4-D attention mask (use sdpa or eager)",
+            None,
+        )
+    if getattr(config, "output_router_logits", False):
+        return "the router load-balancing loss needs a 2-D padding mask", None
+    layer_types = set(getattr(config, "layer_types", None) or [])
+    if len(layer_types) > 1 or not layer_types <= {"full_attention", "sliding_attention"}:
+        return f"its layers use attention types {sorted(layer_types)}; one 4-D mask cannot serve them", None
+    if layer_types == {"full_attention"}:
+        return None, None
+    return None, getattr(config, "sliding_window", None)
+
+
 class _CollatorEpochCallback(TrainerCallback):
     """Tells the collator which epoch starts, so its draws are reproducible and survive resume."""
 
@@ -122,7 +141,7 @@ class DeRTaTrainer(HubPublishingMixin, SFTTrainer):
     `(Σ MLE NLL + rto_weight · Σ RTO NLL) / num_items_in_batch`, computed from TRL's fused LM head (no full logits),
     exact across gradient accumulation and devices. `mle_loss`, `rto_loss`, `rto_refusal_accuracy` (share of RTO
     positions where the refusal token is the top-1 prediction), the mean harmful-prefix length and the number of
-    sequences of each kind are logged under `derta/`.
+    sequences of each kind are logged under `derta/` (a fused sequence, `derta_form="fused"`, counts as one of each).
 
     Example:
     ```python
@@ -213,6 +232,12 @@ class DeRTaTrainer(HubPublishingMixin, SFTTrainer):
             # a dataset tokenized by the user (skip_prepare_dataset, or already-tokenized columns)
             self.refusal_token_id = refusal_token_id(self._tokenizer, args.refusal_text)
             self._refusal_note = "derived from refusal_text"
+        self.derta_form, window = args.derta_form, None
+        if args.derta_form == "fused":
+            reason, window = _fused_form_support(self.model)
+            if reason is not None:
+                logger.warning(f"DeRTa: derta_form='fused' falls back to 'naive': {reason}.")
+                self.derta_form = "naive"
         # SFTTrainer set the pad token on the tokenizer and the model; replace its collator with DeRTa's
         self.data_collator = data_collator or DeRTaCollator(
             pad_token_id=self._tokenizer.pad_token_id,
@@ -226,6 +251,8 @@ class DeRTaTrainer(HubPublishingMixin, SFTTrainer):
             seed=args.seed,
             pad_to_multiple_of=args.pad_to_multiple_of,
             return_sequence_kind=True,
+            derta_form=self.derta_form,
+            sliding_window=window,
         )
         self.add_callback(_CollatorEpochCallback(self))
         self._announce()
@@ -391,10 +418,25 @@ class DeRTaTrainer(HubPublishingMixin, SFTTrainer):
         finally:
             self.data_collator = train_collator
 
+    def _prepare_attention_mask(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """Returns the number of input tokens; makes the fused form's boolean 4-D mask additive for eager attention."""
+        mask = inputs["attention_mask"]
+        if mask.dim() != 4:
+            return mask.sum()
+        if mask.dtype == torch.bool and self.model.config.get_text_config()._attn_implementation == "eager":
+            dtype = self.model.dtype  # eager attention adds the mask to its scores
+            inputs["attention_mask"] = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+                ~mask, torch.finfo(dtype).min
+            )
+        attends_to_itself = mask.diagonal(dim1=-2, dim2=-1)  # every token but padding
+        return (attends_to_itself if mask.dtype == torch.bool else attends_to_itself == 0).sum()
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
         kinds = inputs.pop("sequence_kind", None)
         prefix_lengths = inputs.pop("harmful_prefix_length", None)
+        label_is_rto = inputs.pop("label_is_rto", None)
+        num_input_tokens = self._prepare_attention_mask(inputs)
         inputs["use_cache"] = False
         if self.aux_loss_enabled:
             inputs["output_router_logits"] = True
@@ -428,7 +470,9 @@ class DeRTaTrainer(HubPublishingMixin, SFTTrainer):
             if self.args.loss_type == "dft":  # DFT (https://huggingface.co/papers/2508.05629), as in SFTTrainer
                 nll = nll * outputs.log_probs.exp().detach()
         rto_tokens = torch.zeros_like(outputs.label_mask, dtype=torch.bool)
-        if kinds is not None:
+        if label_is_rto is not None:  # the fused form: RTO and MLE labels share a sequence
+            rto_tokens = outputs.label_mask.bool() & label_is_rto[:, 1:]
+        elif kinds is not None:
             rto_tokens = outputs.label_mask.bool() & (kinds == RTO)[:, None]
         if nll is not None:
             weights = torch.where(rto_tokens, self.args.rto_weight, 1.0)
@@ -441,20 +485,23 @@ class DeRTaTrainer(HubPublishingMixin, SFTTrainer):
             steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss / steps
 
-        self._log_metrics(mode, inputs, outputs, -outputs.log_probs.detach(), rto_tokens, kinds, prefix_lengths)
+        nll = -outputs.log_probs.detach()
+        self._log_metrics(mode, num_input_tokens, outputs, nll, rto_tokens, kinds, prefix_lengths)
         if return_outputs:
             with torch.no_grad():  # the logits, for `compute_metrics` (an extra forward, as in SFTTrainer)
                 outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
         return (loss, outputs) if return_outputs else loss
 
-    def _log_metrics(self, mode, inputs, outputs, nll, rto_tokens, kinds, prefix_lengths):
+    def _log_metrics(self, mode, num_input_tokens, outputs, nll, rto_tokens, kinds, prefix_lengths):
         # One gather for every count and sum of the step
         mask = outputs.label_mask.bool()
         mle_tokens = mask & ~rto_tokens
         if kinds is None:  # a collator without sequence kinds: every sequence counts as benign
             kinds = torch.full((mask.shape[0],), BENIGN, device=mask.device)
             prefix_lengths = torch.zeros_like(kinds)
-        is_prefix = kinds == HARMFUL_PREFIX
+        # a fused sequence counts as one harmful-prefix and one RTO sequence
+        is_prefix = (kinds == HARMFUL_PREFIX) | (kinds == FUSED)
+        is_rto = (kinds == RTO) | (kinds == FUSED)
         sums = torch.stack(
             [
                 mask.sum(),
@@ -465,9 +512,11 @@ class DeRTaTrainer(HubPublishingMixin, SFTTrainer):
                 rto_tokens.sum(),
                 (nll * rto_tokens).sum(),
                 (outputs.is_top1.bool() & rto_tokens).sum(),
-                inputs["attention_mask"].sum(),
+                num_input_tokens,
                 (prefix_lengths * is_prefix).sum(),
-                *((kinds == kind).sum() for kind in (BENIGN, HARMFUL_PREFIX, RTO)),
+                (kinds == BENIGN).sum(),
+                is_prefix.sum(),
+                is_rto.sum(),
             ]
         ).float()
         totals = self.accelerator.gather_for_metrics(sums[None]).sum(0).tolist()
