@@ -54,6 +54,7 @@ DERTA_FIELDS = (
     "prefix_length_sampling",
     "empty_prefix_prob",
     "rto_position_keep",
+    "derta_form",
     "skip_invalid_rows",
 )
 DPO_FIELDS = ("beta", "max_prompt_length", "max_completion_length", "label_smoothing", "rpo_alpha")
@@ -79,6 +80,7 @@ SEAS_FIELDS = (
     "red_team_learning_rate",
     "red_team_num_train_epochs",
     "red_team_beta",
+    "attack_chunk_size",
 )
 LORA_FIELDS = ("r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora", "use_dora")
 # Never in a table, even when passed by hand: names of secrets and of path-valued settings
