@@ -164,7 +164,9 @@ def model_factory(args, tokenizer, device):
     peft_config = None
     if args.load_in_4bit or args.model_config is not None:
         from peft import LoraConfig
-        from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        from hf_safety.models import bnb_4bit_config
 
         config = AutoConfig.from_pretrained(args.model_config)
         if args.layers:
@@ -173,12 +175,7 @@ def model_factory(args, tokenizer, device):
         if args.load_in_4bit:
             from qlora_gpu import build_qlora_model
 
-            quant = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.bfloat16,
-            )
+            quant = bnb_4bit_config(torch.bfloat16)
             peft_config = LoraConfig(
                 r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0, target_modules="all-linear"
             )

@@ -66,7 +66,6 @@ from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's hf_safety, installed or not
-CONFIGS = ROOT / "recipes" / "configs"
 RESULTS = ROOT / "bench" / "results"
 GiB = 2**30
 PROMPT_TOKENS = 64  # at most; a quarter of the sequence when that is shorter
@@ -82,7 +81,9 @@ class ModelSpec:
 
     @property
     def config_dir(self) -> Path:
-        return CONFIGS / self.hub_id.replace("/", "--")
+        from hf_safety.plan import shipped_configs
+
+        return shipped_configs()[self.hub_id].parent
 
 
 MODELS = {
@@ -245,10 +246,7 @@ def build_qlora_model(config, quant, device, dtype):
     from transformers.integrations.bitsandbytes import replace_with_bnb_linear
     from transformers.utils.quantization_config import QuantizationMethod
 
-    try:
-        from hf_safety.quant import find_fused_experts, quantize_moe_experts
-    except ImportError:  # the expert conversion is not in this checkout: experts stay in 16-bit
-        find_fused_experts = quantize_moe_experts = None
+    from hf_safety.quant import find_fused_experts, quantize_moe_experts
 
     with init_empty_weights(include_buffers=False):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
@@ -257,7 +255,7 @@ def build_qlora_model(config, quant, device, dtype):
     moe = bool(getattr(config, "num_local_experts", None))
     for layer in model.model.layers:
         _materialize(layer, device, dtype, quant, std)
-        if moe and quantize_moe_experts is not None:
+        if moe:
             quantize_moe_experts(
                 layer,
                 compute_dtype=quant.bnb_4bit_compute_dtype,
@@ -270,9 +268,7 @@ def build_qlora_model(config, quant, device, dtype):
         raise RuntimeError("parameters left on the meta device")
     model.is_loaded_in_4bit = True  # as the bitsandbytes quantizer marks a loaded model
     model.quantization_method = QuantizationMethod.BITS_AND_BYTES
-    experts_4bit = None
-    if moe:
-        experts_4bit = find_fused_experts is not None and not find_fused_experts(model)
+    experts_4bit = not find_fused_experts(model) if moe else None
     return model, experts_4bit
 
 

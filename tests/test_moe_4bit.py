@@ -10,7 +10,6 @@ import torch
 from datasets import Dataset
 from torch import nn
 from transformers import (
-    BitsAndBytesConfig,
     MixtralConfig,
     MixtralForCausalLM,
     OlmoeConfig,
@@ -30,7 +29,7 @@ from testing_utils import toy_rows  # noqa: E402
 
 from hf_safety import DeRTaConfig, DeRTaTrainer  # noqa: E402
 from hf_safety.hub.push import merge_adapter  # noqa: E402
-from hf_safety.models import fused_experts_layouts, load_model_and_tokenizer  # noqa: E402
+from hf_safety.models import bnb_4bit_config, fused_experts_layouts, load_model_and_tokenizer  # noqa: E402
 from hf_safety.quant import (  # noqa: E402
     SplitExperts,
     find_fused_experts,
@@ -265,12 +264,7 @@ def test_loader_quantizes_the_experts_of_a_4bit_load(saved_mixtral):
 
 def test_derta_step_on_4bit_mixtral_by_path_trains_only_lora(saved_mixtral, tmp_path, cpu_args):
     rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in toy_rows()[::6]]
-    quantization = BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.float32,
-    )
+    quantization = bnb_4bit_config(torch.float32)
     trainer = DeRTaTrainer(
         model=saved_mixtral,
         args=DeRTaConfig(output_dir=str(tmp_path / "out"), max_steps=1, learning_rate=1e-2, **cpu_args),

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 from testing_utils import tiny_variant
-from transformers import AutoConfig, BitsAndBytesConfig
+from transformers import AutoConfig
+
+from hf_safety.models import bnb_4bit_config
 
 
 ROOT = Path(__file__).parent.parent
@@ -51,12 +53,7 @@ def test_builds_the_architecture_in_4bit(model):
     from bitsandbytes.nn import Linear4bit
 
     config = tiny_variant(AutoConfig.from_pretrained(qlora_gpu.MODELS[model].config_dir))
-    quant = BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16,
-    )
+    quant = bnb_4bit_config(torch.bfloat16)
     built, experts_4bit = qlora_gpu.build_qlora_model(config, quant, torch.device("cpu"), torch.bfloat16)
     linears = {n: m for n, m in built.named_modules() if isinstance(m, torch.nn.Linear)}
     assert not isinstance(linears.pop("lm_head"), Linear4bit)

@@ -15,22 +15,15 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 from trl import get_peft_config, get_quantization_config
 
+from hf_safety.models import from_pretrained_4bit_experts
+from hf_safety.models import meta_model as package_meta_model
+from hf_safety.plan import shipped_configs
+from hf_safety.quant import SplitExpert, SplitExperts, find_fused_experts, resolve_all_linear
 from hf_safety.scripts import derta, seas
 from hf_safety.toy import TOY_SEAS_MODELS, TOY_UNSAFE_MODEL
 
 
-try:  # MoE experts in 4-bit and "all-linear" without the router, as the package's loader and trainers do them
-    from hf_safety.models import from_pretrained_4bit_experts
-    from hf_safety.quant import SplitExpert, SplitExperts, find_fused_experts, resolve_all_linear
-except ImportError:  # not in this checkout: Mixtral's experts stay in 16-bit, "all-linear" is PEFT's
-    from_pretrained_4bit_experts = find_fused_experts = SplitExpert = SplitExperts = None
-
-    def resolve_all_linear(peft_config, model):
-        return peft_config
-
-
 RECIPES = Path(__file__).parent.parent / "recipes"
-CONFIGS = RECIPES / "configs"
 PARSERS = {"derta": derta.make_parser, "seas": seas.make_parser}
 DATA = {"derta": "recipes/data/derta-mix.yaml", "seas": "recipes/data/seas-seeds.yaml"}
 # Parameters of the published checkpoints, in billions
@@ -47,7 +40,6 @@ LORA_PER_LAYER = {
     "mistral": ATTENTION | {f"mlp.{p}_proj" for p in ("gate", "up", "down")},
     "mixtral": ATTENTION | {f"mlp.experts.{i}.{p}" for i in range(8) for p in ("gate_up", "down")},
 }
-needs_moe = pytest.mark.skipif(SplitExperts is None, reason="hf_safety.quant (MoE experts in 4-bit) is not here")
 ROUTER = "mlp.gate"
 
 ALL = sorted(path for method in PARSERS for path in (RECIPES / method).glob("*.yaml"))
@@ -76,25 +68,22 @@ def architecture(path: Path, model_name: str) -> str:
 
 
 def shipped_config(hub_id: str):
-    return AutoConfig.from_pretrained(CONFIGS / hub_id.replace("/", "--"))
+    return AutoConfig.from_pretrained(shipped_configs()[hub_id].parent)
 
 
 def meta_model(config):
     """The model on the meta device (shapes, no memory), fused MoE experts laid out one `nn.Linear` pair per expert
-    as `hf_safety.quant` converts them (`SplitExperts`, there in 4-bit)."""
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-        if SplitExperts is not None:
-            for name in find_fused_experts(model):
-                fused = model.get_submodule(name)
-                num_experts, two_inter, hidden = fused.gate_up_proj.shape
-                split = [
-                    SplitExpert(
-                        nn.Linear(hidden, two_inter, bias=False), nn.Linear(two_inter // 2, hidden, bias=False)
-                    )
-                    for _ in range(num_experts)
-                ]
-                model.set_submodule(name, SplitExperts(split, fused.act_fn))
+    as `hf_safety.quant` converts them (`SplitExperts`, there in 4-bit; `split_moe_experts` needs real weights)."""
+    model = package_meta_model(config)
+    for name in find_fused_experts(model):
+        fused = model.get_submodule(name)
+        num_experts, two_inter, hidden = fused.gate_up_proj.shape
+        with torch.device("meta"):
+            split = [
+                SplitExpert(nn.Linear(hidden, two_inter, bias=False), nn.Linear(two_inter // 2, hidden, bias=False))
+                for _ in range(num_experts)
+            ]
+        model.set_submodule(name, SplitExperts(split, fused.act_fn))
     return model
 
 
@@ -167,8 +156,6 @@ def test_lora_targets_exist_in_the_architecture(path):
     # rewrites) on the real layer shapes, 2 layers on the meta device
     _, _, model_args = parse(path)
     config = shipped_config(architecture(path, model_args.model_name_or_path))
-    if config.model_type == "mixtral" and SplitExperts is None:
-        pytest.skip("hf_safety.quant (MoE experts in 4-bit) is not here")
     depth = config.num_hidden_layers
     config.num_hidden_layers = 2
     model = meta_model(config)
@@ -184,7 +171,6 @@ def test_lora_targets_exist_in_the_architecture(path):
     assert lora / 1e6 == pytest.approx(stated, abs=1)
 
 
-@needs_moe
 def test_mixtral_all_linear_takes_the_router_without_the_trainers_resolution():
     # Why the Mixtral recipes' "all-linear" relies on hf_safety's trainers: plain PEFT on transformers 5 rewrites it for
     # Mixtral's v4 layout and adds the router as a target parameter (which lora_dropout > 0 then refuses)
@@ -216,14 +202,10 @@ def test_tiny_variant_trains_in_4bit_with_the_recipe_lora(paths, tmp_path):
     _, training_args, model_args = parse(path)
     config = tiny_variant(shipped_config(architecture(path, model_args.model_name_or_path)))
     moe = config.model_type == "mixtral"
-    if moe and SplitExperts is None:
-        pytest.skip("hf_safety.quant is not here: Mixtral's experts stay fused in 16-bit (no LoRA on them)")
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
     # loaded as DeRTaTrainer and SEASTrainer load a model by path (MoE experts in 4-bit too) and take the LoRA config
-    load = AutoModelForCausalLM.from_pretrained
-    if from_pretrained_4bit_experts is not None:
-        load = partial(from_pretrained_4bit_experts, AutoModelForCausalLM.from_pretrained)
+    load = partial(from_pretrained_4bit_experts, AutoModelForCausalLM.from_pretrained)
     quant = get_quantization_config(model_args)
     model = load(str(tmp_path), quantization_config=quant, dtype=model_args.dtype, device_map="cpu")
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=training_args.gradient_checkpointing_kwargs)

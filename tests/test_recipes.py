@@ -11,11 +11,12 @@ import yaml
 from datasets import Dataset
 from peft import LoraConfig
 from testing_utils import FAKE_TOKEN, toy_rows
-from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+from transformers import AutoModelForCausalLM
 
 from hf_safety import DeRTaConfig, DeRTaTrainer
 from hf_safety.cli import main as cli_main
 from hf_safety.eval import SafetyReport
+from hf_safety.models import bnb_4bit_config
 from hf_safety.scripts.derta import make_parser
 from hf_safety.toy import TOY_MODEL, resolve_model
 
@@ -132,12 +133,7 @@ def test_qlora_nf4_path_trains_on_cpu(tmp_path, monkeypatch, cpu_args):
     monkeypatch.setenv("HF_SAFETY_CACHE", str(tmp_path / "cache"))
     path = resolve_model(TOY_MODEL)
     rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in toy_rows()[::6]]
-    quantization = BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.float32,
-    )
+    quantization = bnb_4bit_config(torch.float32)
     trainer = DeRTaTrainer(
         model=path,
         args=DeRTaConfig(

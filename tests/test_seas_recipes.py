@@ -15,6 +15,7 @@ from transformers import BitsAndBytesConfig
 
 from hf_safety.cli import main as cli_main
 from hf_safety.judges import Verdict
+from hf_safety.models import bnb_4bit_config
 from hf_safety.scripts.seas import make_parser, run
 from hf_safety.seas import SEASConfig, SEASTrainer, iteration_dir
 from hf_safety.toy import build_tokenizer, tiny_model
@@ -121,12 +122,7 @@ def test_qlora_by_name_trains_both_sides_on_cpu(tmp_path):
         train_dataset=pool,
         judge=lambda prompts, responses: [Verdict(unsafe=len(r.split()) % 2 == 0) for r in responses],
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"),
-        quantization_config=BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.float32,
-        ),
+        quantization_config=bnb_4bit_config(torch.float32),
     )
     for model in (trainer.model, trainer.red_team_model):
         kinds = {type(m).__name__ for m in model.modules()}

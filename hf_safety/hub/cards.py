@@ -21,14 +21,14 @@ import jinja2
 from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, ModelCardData
 
 from .metadata import (
-    HF_TOKEN_PATTERN,
-    REDACTED,
     framework_versions,
     hub_id,
     is_local,
+    known_tokens,
     path_tail,
     public_hyperparameters,
     public_name,
+    redact,
     scrub_text,
 )
 from .papers import DERTA_PAPER, SEAS_PAPER, TRL_CITATION
@@ -65,19 +65,9 @@ def _tags(*groups: Iterable[str] | str | None) -> list[str]:
     return tags
 
 
-def _secrets() -> list[str]:
-    """Token values set in the environment (whatever their shape): never written in a card."""
-    names = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN", "HF_API_TOKEN")
-    return [os.environ[name] for name in names if len(os.environ.get(name, "")) >= 8]
-
-
 def _finish(card_class: type, card: Any, secrets: Sequence[str] = ()) -> Any:
     """The rendered card with tokens removed (pattern and known values), parsed again so `.data` matches the text."""
-    text = HF_TOKEN_PATTERN.sub(REDACTED, card.content)
-    for secret in [*secrets, *_secrets()]:
-        if secret and len(secret) >= 8:
-            text = text.replace(secret, REDACTED)
-    return card_class(text)
+    return card_class(redact(card.content, [*secrets, *known_tokens()]))
 
 
 def _cell(value: Any) -> str:

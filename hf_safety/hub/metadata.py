@@ -8,7 +8,7 @@ import enum
 import importlib.metadata
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ..models import looks_like_local_path
@@ -136,6 +136,31 @@ def _public_word(word: str) -> str:
     if is_local(word):
         return path_tail(word.removeprefix("file:")) or "<local path>"
     return word
+
+
+TOKEN_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN", "HF_API_TOKEN")
+
+
+def known_tokens(token: str | bool | None = None) -> list[str]:
+    """The token values in play (whatever their shape): `token` when given as a string, the `huggingface_hub` login
+    and the token environment variables. None of them is ever written, logged or shown."""
+    from huggingface_hub import get_token
+
+    values = [
+        token if isinstance(token, str) else None,
+        get_token(),
+        *(os.environ.get(name) for name in TOKEN_ENV_VARS),
+    ]
+    return sorted({value for value in values if value and len(value) >= 8})
+
+
+def redact(text: str, secrets: Sequence[str] = ()) -> str:
+    """`text` with every token shaped like one (`hf_...`) and every value of `secrets` replaced by `<redacted>`."""
+    text = HF_TOKEN_PATTERN.sub(REDACTED, text)
+    for secret in secrets:
+        if secret and len(secret) >= 8:
+            text = text.replace(secret, REDACTED)
+    return text
 
 
 def scrub_text(text: str) -> str:

@@ -35,7 +35,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from huggingface_hub import DatasetCard, HfApi, ModelCard, constants, get_token
+from huggingface_hub import DatasetCard, HfApi, ModelCard, constants
+
+from .metadata import known_tokens, redact
 
 
 logger = logging.getLogger(__name__)
@@ -67,7 +69,6 @@ TOKENIZER_FILES = (
     "additional_chat_templates/*",
 )
 _SCAN_LIMIT = 64 * 2**20  # staged files up to this size are checked for tokens (weights are larger and binary)
-_TOKEN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN", "HF_API_TOKEN")
 
 
 class HubPushError(RuntimeError):
@@ -196,18 +197,6 @@ def _check_gated(gated: Any) -> GatedT:
 
 
 # -- staging helpers ---------------------------------------------------------------------------------------------
-
-
-def _secrets(token: str | bool | None) -> list[str]:
-    """Token values that must never reach a staged file, a log or a message."""
-    values = [token if isinstance(token, str) else None, get_token(), *(os.environ.get(name) for name in _TOKEN_ENV)]
-    return sorted({value for value in values if value and len(value) >= 8})
-
-
-def _redact(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "<redacted>")
-    return text
 
 
 def _fresh_staging_dir(staging_dir: str | os.PathLike, protect: Sequence[Path] = ()) -> Path:
@@ -475,7 +464,7 @@ def stage_model(
         base_model=str(base_model) if base_model else None,
         excluded=excluded,
     )
-    return _finish_staging(staging, _secrets(token), manifest)
+    return _finish_staging(staging, known_tokens(token), manifest)
 
 
 # -- datasets ----------------------------------------------------------------------------------------------------
@@ -651,7 +640,7 @@ def stage_dataset(
         contains_harmful=contains_harmful,
         public=public,
     )
-    return _finish_staging(staging, _secrets(token), manifest)
+    return _finish_staging(staging, known_tokens(token), manifest)
 
 
 # -- pushing -----------------------------------------------------------------------------------------------------
@@ -669,7 +658,7 @@ def _step(step: str, upload: StagedUpload, repo_id: str, secrets: Sequence[str])
     try:
         yield
     except Exception as err:
-        detail = _redact(f"{type(err).__name__}: {err}", secrets)
+        detail = redact(f"{type(err).__name__}: {err}", secrets)
         message = (
             f"Hub push failed at step '{step}' for {upload.repo_type} repo {repo_id!r}: {detail}\n"
             f"Nothing local was deleted: the staged files are in {upload.staging_dir}; once fixed, push them with "
@@ -718,7 +707,7 @@ def push_staged(
         from .. import __version__
 
         api = HfApi(endpoint=endpoint, library_name="hf_safety", library_version=__version__)
-    secrets = _secrets(token)
+    secrets = known_tokens(token)
     repo_id, repo_type = upload.repo_id, upload.repo_type
 
     logger.info(f"Creating {repo_type} repo {repo_id} (private={upload.private})")
