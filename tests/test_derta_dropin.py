@@ -205,7 +205,7 @@ def test_empty_and_transformed_datasets_are_clear_errors(tok, tmp_path, cpu_args
     data = Dataset.from_list([{"text": "hello there"}] * 2).with_transform(lambda batch: batch)
     with pytest.raises(ValueError, match=r"with_transform\(\)"):
         DeRTaTrainer(model=tiny_model(tok), args=args, train_dataset=data, processing_class=tok)
-    with pytest.raises(ValueError, match="`packing` and `padding_free` are not supported"):
+    with pytest.raises(ValueError, match="'packing'.*padding_free=True"):
         DeRTaConfig(output_dir=str(tmp_path), packing=True, **cpu_args)
     with pytest.raises(ValueError, match="'nll' or 'dft'"):
         DeRTaConfig(output_dir=str(tmp_path), loss_type="chunked_nll_x", **cpu_args)
@@ -264,7 +264,8 @@ def test_rto_target_is_taken_from_how_the_safe_answers_start(tmp_path, cpu_args,
     assert "3 harmful rows, 1 benign rows" in printed
     # The RTO labels of the collated batch are the token the safe answers start with
     batch = trainer.data_collator([trainer.train_dataset[0]])
-    assert set(batch["labels"][1].tolist()) - {-100} == {spaced[0]}
+    assert trainer.derta_form == "fused"  # one sequence: the RTO labels are those on the harmful answer
+    assert set(batch["labels"][batch["label_is_rto"]].tolist()) - {-100} == {spaced[0]}
 
 
 @pytest.mark.parametrize("refusal_text, problem", [(",", "no letter"), ("<|eot_id|>", "special token")])

@@ -93,9 +93,10 @@ def test_fused_matches_naive_loss_and_gradients(name, lora, request, dataset, tm
     model = tiny_model(tokenizer, architecture, **overrides)
     peft_config = LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False) if lora else None
     trainer = make_trainer(tokenizer, dataset, tmp_path, cpu_args, model, peft_config, rto_position_keep=0.7)
-    assert trainer.derta_form == "naive"
-    naive = dataclasses.replace(trainer.data_collator, deterministic=True)
-    fused = dataclasses.replace(naive, derta_form="fused", sliding_window=overrides.get("sliding_window"))
+    assert trainer.derta_form == "fused"  # the default
+    fused = dataclasses.replace(trainer.data_collator, deterministic=True)
+    assert fused.sliding_window == overrides.get("sliding_window")
+    naive = dataclasses.replace(fused, derta_form="naive", sliding_window=None)
     rows = [trainer.train_dataset[i] for i in range(len(dataset))]
     # an empty prompt with an empty prefix: the safe answer starts (a), its first token is never scored
     rows.append({"prompt_ids": [], "chosen_ids": rows[0]["chosen_ids"], "rejected_ids": [5, 6, 7], "row_index": 0})
@@ -119,8 +120,22 @@ def test_fused_matches_naive_loss_and_gradients(name, lora, request, dataset, tm
         f"{name} {'lora' if lora else 'full'}: |Δloss| {(naive_loss - fused_loss).abs().item():.2e}, |Δgrad| {worst:.2e}"
     )
 
+    # padding-free: every sequence of the batch in one row, for either form
+    for form in ("naive", "fused"):
+        collator = dataclasses.replace(fused if form == "fused" else naive, padding_free=True, pad_to_multiple_of=8)
+        batch = collator(rows)
+        assert batch["input_ids"].shape[0] == 1 and batch["input_ids"].shape[1] % 8 == 0
+        assert ("attention_mask" in batch) == (form == "fused")  # naive: the model splits on the position ids
+        assert batch["sequence_kind"].tolist() == (fused_batch if form == "fused" else naive_batch)["sequence_kind"].tolist()
+        loss, items, grads = loss_and_grads(trainer, batch)
+        assert items == naive_items
+        assert torch.allclose(naive_loss, loss, atol=1e-5), (form, naive_loss, loss)
+        worst = max((naive_grads[n] - grads[n]).abs().max().item() for n in naive_grads)
+        assert worst < 1e-5, (form, worst)
 
-def test_fused_training_step_matches_naive(llama3_tokenizer, dataset, tmp_path, cpu_args):
+
+@pytest.mark.parametrize("padding_free", [False, True], ids=["padded", "padding_free"])
+def test_fused_training_step_matches_naive(llama3_tokenizer, dataset, tmp_path, cpu_args, padding_free):
     common = dict(max_steps=1, per_device_train_batch_size=8, learning_rate=0.5, optim="sgd", logging_steps=1, seed=3)
     runs = {}
     for form in ("naive", "fused"):
@@ -131,9 +146,12 @@ def test_fused_training_step_matches_naive(llama3_tokenizer, dataset, tmp_path, 
             cpu_args,
             tiny_model(llama3_tokenizer),
             derta_form=form,
+            # the reference is always the padded naive form
+            padding_free=padding_free and form == "fused",
             **common,
         )
-        assert trainer.derta_form == form
+        assert trainer.derta_form == form and trainer.data_collator.padding_free == (padding_free and form == "fused")
+        assert trainer.args.padding_free == (padding_free and form == "fused")  # restored after SFTTrainer's init
         trainer.train()
         runs[form] = trainer
     naive, fused = runs["naive"], runs["fused"]
@@ -145,6 +163,37 @@ def test_fused_training_step_matches_naive(llama3_tokenizer, dataset, tmp_path, 
     for kind in ("benign", "harmful_prefix", "rto"):
         assert naive_log[f"derta/num_{kind}_sequences"] == fused_log[f"derta/num_{kind}_sequences"] == 4
     assert fused_log["num_tokens"] < naive_log["num_tokens"]  # the prompt and prefix are computed once
+
+
+def test_naive_padding_free_training_step_matches_padded(llama3_tokenizer, dataset, tmp_path, cpu_args):
+    common = dict(max_steps=1, per_device_train_batch_size=8, learning_rate=0.5, optim="sgd", logging_steps=1, seed=3)
+    runs = [
+        make_trainer(
+            llama3_tokenizer,
+            dataset,
+            tmp_path / str(padding_free),
+            cpu_args,
+            tiny_model(llama3_tokenizer),
+            derta_form="naive",
+            padding_free=padding_free,
+            **common,
+        )
+        for padding_free in (False, True)
+    ]
+    for trainer in runs:
+        trainer.train()
+    padded, packed = runs
+    for (name, p), (_, q) in zip(padded.model.named_parameters(), packed.model.named_parameters()):
+        assert torch.allclose(p, q, atol=1e-6), name
+    padded_log, packed_log = (next(e for e in run.state.log_history if "loss" in e) for run in runs)
+    for key in ("loss", "derta/mle_loss", "derta/rto_loss", "derta/num_rto_sequences"):
+        assert padded_log[key] == pytest.approx(packed_log[key], abs=1e-5), key
+    assert packed_log["num_tokens"] == padded_log["num_tokens"]  # real tokens in both: padding is not counted
+
+
+def test_packing_is_refused_with_a_pointer_to_padding_free(tmp_path):
+    with pytest.raises(ValueError, match="'packing'.*padding_free=True"):
+        DeRTaConfig(output_dir=str(tmp_path), packing=True, use_cpu=True)
 
 
 def test_unsupported_attention_falls_back_to_naive(llama3_tokenizer, dataset, tmp_path, cpu_args):

@@ -44,7 +44,8 @@ def params(model):
 
 
 def test_loss_matches_manual_reference(llama3_tokenizer, dataset, tmp_path, cpu_args):
-    trainer = make_trainer(llama3_tokenizer, dataset, tmp_path, cpu_args, rto_weight=0.3)
+    # the naive form's batch, written out by hand below (the fused form's equality with it: test_derta_fused.py)
+    trainer = make_trainer(llama3_tokenizer, dataset, tmp_path, cpu_args, rto_weight=0.3, derta_form="naive")
     collator = dataclasses.replace(trainer.data_collator, deterministic=True)
     batch = collator([trainer.train_dataset[i] for i in range(8)])
     assert (batch["sequence_kind"] == RTO).sum() == 4

@@ -779,19 +779,24 @@ def test_empty_dataset_raises_clear_error(llama3_tokenizer, tmp_path, cpu_args):
         build("derta", llama3_tokenizer, empty, tmp_path, cpu_args)
 
 
-@pytest.mark.parametrize(
-    "config",
-    [
-        dict(packing=True, packing_strategy="bfd", max_length=16),
-        dict(packing=True, packing_strategy="wrapped", max_length=16),
-        dict(padding_free=True, max_length=None),
-    ],
-    ids=["packing_bfd", "packing_wrapped", "padding_free"],
-)
-def test_packing_and_padding_free_refused(config, llama3_tokenizer, tmp_path, cpu_args):
-    option = "padding_free" if "padding_free" in config else "packing"
-    with pytest.raises(ValueError, match=rf"`?{option}`?.*not supported"):
-        build("derta", llama3_tokenizer, lm_text(), tmp_path, cpu_args, **config)
+@pytest.mark.parametrize("strategy", ["bfd", "wrapped"])
+def test_packing_refused_with_a_pointer_to_padding_free(strategy, llama3_tokenizer, tmp_path, cpu_args):
+    # DeRTa draws its sequences per batch, so dataset rows cannot be packed ahead of time
+    with pytest.raises(ValueError, match="'packing'.*padding_free=True"):
+        build("derta", llama3_tokenizer, lm_text(), tmp_path, cpu_args, packing=True, packing_strategy=strategy)
+
+
+@pytest.mark.parametrize("data", [lm_text, prompt_completion_conversational], ids=["lm", "prompt_completion"])
+def test_train_padding_free_matches_sft(data, llama3_tokenizer, tmp_path, cpu_args):
+    # SFTTrainer's padding-free: one row per batch, sequences separated by position ids (no max_length, as it asks)
+    sft, derta = build_pair(
+        llama3_tokenizer, data(), tmp_path, cpu_args, padding_free=True, max_length=None, per_device_train_batch_size=3
+    )
+    batch = next(iter(derta.get_train_dataloader()))
+    assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
+    assert batch["position_ids"][0].eq(0).sum() == 3  # three sequences in the row
+    start = train_both(sft, derta)
+    assert_all_changed(start, derta.model)
 
 
 # -- PEFT, gradient checkpointing, tags ------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from collections import Counter
 from dataclasses import dataclass
@@ -17,6 +18,29 @@ from trl.trainer.utils import pad
 BENIGN, HARMFUL_PREFIX, RTO, FUSED = 0, 1, 2, 3
 PREFIX_SAMPLING = ("uniform", "word_boundary")
 DERTA_FORMS = ("naive", "fused")
+
+
+@dataclass
+class _Record:
+    """One training sequence of a batch, with what its mask, labels and metrics need."""
+
+    input_ids: list[int]
+    labels: list[int]
+    position_ids: list[int]
+    branch_start: int  # queries from here on (a fused row's `x S`) see the keys before `visible` and the branch
+    visible: int
+    label_is_rto: list[bool]
+    sequence_kind: int
+    harmful_prefix_length: int
+
+    @property
+    def attention(self) -> list[int]:
+        return [1] * len(self.input_ids)
+
+    def unscored_first_label(self) -> _Record:
+        """The record with its first label dropped: packed after another sequence, position 0 would be predicted
+        from that sequence's last token (a causal LM never scores a sequence's first label anyway)."""
+        return dataclasses.replace(self, labels=[-100] + self.labels[1:])
 
 
 @dataclass
@@ -47,7 +71,7 @@ class DeRTaCollator(DataCollatorMixin):
     1 harmful prefix, 2 RTO, per sequence) and `harmful_prefix_length`, which [`DeRTaTrainer`] uses to log and weight
     the two losses.
 
-    With `derta_form="fused"` (experimental) a harmful row with both (a) and (b) becomes one sequence `P H x S`
+    With `derta_form="fused"` ([`DeRTaTrainer`]'s default where the model can take it) a harmful row with both (a) and (b) becomes one sequence `P H x S`
     (`sequence_kind` 3), with the same draws: `H` carries (b)'s RTO labels, `x` is a copy of the token just before `S`
     in (a) (the last of `P h1..hk`; it takes no label) and `S` carries (a)'s labels. `x` and `S` see only
     `P h1..h(k-1)`, `x` and the earlier tokens of `S`, with (a)'s position ids, so every labelled position sees what it
@@ -57,6 +81,10 @@ class DeRTaCollator(DataCollatorMixin):
     and, with `return_sequence_kind=True`, `label_is_rto` (per token: the label is an RTO target). The model must take
     a custom 4-D mask and `position_ids` (sdpa; eager after turning the mask additive, as [`DeRTaTrainer`] does). A
     fused sequence is at most `len(P) + len(H) + 1 + len(S)` tokens, so it may exceed `max_length`.
+
+    With `padding_free=True` the batch is one row of every sequence one after the other (see the argument), with
+    `position_ids` and, with `return_sequence_kind=True`, `label_is_rto`; `sequence_kind` and `harmful_prefix_length`
+    stay per sequence.
 
     Args:
         pad_token_id (`int`): token id used to pad `input_ids`.
@@ -75,10 +103,15 @@ class DeRTaCollator(DataCollatorMixin):
         deterministic (`bool`, defaults to `False`): draws depend only on `(seed, row_index)`.
         pad_to_multiple_of (`int`, *optional*): pad the batch length to a multiple of this.
         return_sequence_kind (`bool`, defaults to `False`): also return `sequence_kind` and `harmful_prefix_length`.
-        derta_form (`str`, defaults to `"naive"`): `"naive"` (two sequences per harmful row) or `"fused"` (one
-            tree-masked sequence, experimental).
+        derta_form (`str`, defaults to `"naive"`): `"naive"` (two sequences per harmful row, any model) or
+            `"fused"` (one tree-masked sequence; the model must take a 4-D mask).
         sliding_window (`int`, *optional*): with `derta_form="fused"`, the model's attention window (e.g. Mistral's
             `sliding_window`), applied on the position ids since a custom mask replaces the model's own.
+        padding_free (`bool`, defaults to `False`): put every sequence of the batch in one row, one after the other,
+            with `position_ids` restarting at each sequence (TRL's `padding_free`; the first label of each sequence
+            is dropped, as a causal LM never scores it). Naive form: no `attention_mask`, so the model separates the
+            sequences by their position ids (with flash attention, through `cu_seq_lens_q/k` as TRL passes them);
+            fused form: the row's tree mask, one block per sequence.
 
     Example:
     ```python
@@ -105,6 +138,7 @@ class DeRTaCollator(DataCollatorMixin):
     return_sequence_kind: bool = False
     derta_form: str = "naive"
     sliding_window: int | None = None
+    padding_free: bool = False
     return_tensors: str = "pt"
 
     def __post_init__(self):
@@ -202,66 +236,86 @@ class DeRTaCollator(DataCollatorMixin):
         labels = labels_b + [-100] * len(branch) + safe_labels
         return ids_b + branch + safe_ids, labels, position_ids, branch_start, visible
 
-    def _fused_call(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        # Per sequence: input_ids, labels, position_ids, branch_start, visible, RTO-label flags, kind, k
+    def _records(self, examples: list[dict[str, Any]]) -> list[_Record]:
+        """The batch's sequences: one per benign row, two per harmful row (naive) or one fused sequence (fused)."""
         records = []
         for example in examples:
             sequences = self.build_sequences(example)
-            if len(sequences) == 2:
+            if self.derta_form == "fused" and len(sequences) == 2:
                 ids, labels, positions, start, visible = self.fuse(*sequences)
                 is_rto = [True] * start + [False] * (len(ids) - start)
-                records.append((ids, labels, positions, start, visible, is_rto, FUSED, sequences[0][3]))
-            else:
-                for ids, labels, kind, k in sequences:
-                    n = len(ids)
-                    records.append((ids, labels, list(range(n)), n, n, [kind == RTO] * n, kind, k))
+                records.append(_Record(ids, labels, positions, start, visible, is_rto, FUSED, sequences[0][3]))
+                continue
+            for ids, labels, kind, k in sequences:
+                n = len(ids)
+                records.append(_Record(ids, labels, list(range(n)), n, n, [kind == RTO] * n, kind, k))
+        return records
 
-        def padded(column, value):
-            tensors = [torch.tensor(record[column]) for record in records]
-            return pad(tensors, value, padding_side="right", pad_to_multiple_of=self.pad_to_multiple_of)
-
-        input_ids, position_ids = padded(0, self.pad_token_id), padded(2, 0)
-        q = torch.arange(input_ids.shape[1])[:, None]
-        kv = q.T
-        masks = []
-        for (ids, _, _, start, visible, *_), positions in zip(records, position_ids):
-            # causal on real keys; the branch (queries from `start`) sees the keys before `visible` and itself
-            mask = (kv <= q) & (kv < len(ids)) & ((q < start) | (kv < visible) | (kv >= start))
-            if self.sliding_window is not None:
-                mask &= positions[:, None] - positions[None, :] < self.sliding_window
-            masks.append(mask)
-        output = {
-            "input_ids": input_ids,
-            "attention_mask": torch.stack(masks)[:, None],
-            "position_ids": position_ids,
-            "labels": padded(1, -100),
-        }
-        if self.return_sequence_kind:
-            output["sequence_kind"] = torch.tensor([record[6] for record in records])
-            output["harmful_prefix_length"] = torch.tensor([record[7] for record in records])
-            output["label_is_rto"] = padded(5, False)
-        return output
+    def _tree_mask(self, records: list[_Record], position_ids: torch.Tensor, length: int) -> torch.Tensor:
+        """
+        Boolean `(length, length)` mask of one row holding `records` one after the other (right-padded): causal inside
+        each record, nothing across records; a fused record's branch (`x S`) sees only the keys before `visible` and
+        itself. A padding query attends to itself only (with the row's own padding in the padded layout).
+        """
+        record_of = torch.full((length,), -1)
+        local = torch.arange(length)
+        start = torch.full((length,), length)
+        visible = torch.full((length,), length)
+        offset = 0
+        for index, record in enumerate(records):
+            span = slice(offset, offset + len(record.input_ids))
+            record_of[span], local[span] = index, torch.arange(len(record.input_ids))
+            start[span], visible[span] = record.branch_start, record.visible
+            offset += len(record.input_ids)
+        q, kv = torch.arange(length)[:, None], torch.arange(length)[None, :]
+        same = (record_of[:, None] == record_of[None, :]) & (record_of[:, None] >= 0)
+        branch = (local[:, None] < start[:, None]) | (local[None, :] < visible[:, None]) | (
+            local[None, :] >= start[:, None]
+        )
+        mask = same & (kv <= q) & branch
+        if len(records) == 1:  # the padded layout: padding attends to the real tokens (a row is never empty)
+            mask |= (record_of[:, None] < 0) & (record_of[None, :] >= 0)
+        else:  # padding-free: each padding token stands alone
+            mask |= (q == kv) & (record_of[:, None] < 0)
+        if self.sliding_window is not None:
+            mask &= position_ids[:, None] - position_ids[None, :] < self.sliding_window
+        return mask
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        if self.derta_form == "fused":
-            return self._fused_call(examples)
-        sequences = [sequence for example in examples for sequence in self.build_sequences(example)]
-        input_ids = [torch.tensor(ids) for ids, _, _, _ in sequences]
-        output = {
-            "input_ids": pad(
-                input_ids, self.pad_token_id, padding_side="right", pad_to_multiple_of=self.pad_to_multiple_of
-            ),
-            "attention_mask": pad(
-                [torch.ones_like(ids) for ids in input_ids], 0, "right", pad_to_multiple_of=self.pad_to_multiple_of
-            ),
-            "labels": pad(
-                [torch.tensor(labels) for _, labels, _, _ in sequences],
-                -100,
-                "right",
-                pad_to_multiple_of=self.pad_to_multiple_of,
-            ),
-        }
+        records = self._records(examples)
+        if self.padding_free:  # every sequence of the batch in one row, position ids restarting per sequence
+            rows = [[record.unscored_first_label() for record in records]]
+        else:
+            rows = [[record] for record in records]
+
+        def column(name, value):
+            tensors = [torch.tensor([x for record in row for x in getattr(record, name)]) for row in rows]
+            return pad(tensors, value, padding_side="right", pad_to_multiple_of=self.pad_to_multiple_of)
+
+        input_ids, labels, position_ids = column("input_ids", self.pad_token_id), column("labels", -100), None
+        output = {"input_ids": input_ids}
+        fused = any(record.sequence_kind == FUSED for record in records)
+        if fused or self.padding_free:
+            position_ids = column("position_ids", 0)
+            output["position_ids"] = position_ids
+        if fused:  # the tree mask, per row
+            masks = [self._tree_mask(row, pos, input_ids.shape[1]) for row, pos in zip(rows, position_ids)]
+            output["attention_mask"] = torch.stack(masks)[:, None]
+        elif self.padding_free:
+            # no mask: the model separates the sequences by their position ids (flash attention through these
+            # sequence boundaries, as TRL's padding-free collator passes them)
+            lengths = [len(record.input_ids) for record in records]
+            padding = input_ids.shape[1] - sum(lengths)
+            lengths += [1] * padding  # padding tokens stand alone
+            boundaries = torch.tensor([0, *np.cumsum(lengths)], dtype=torch.int32)
+            output["cu_seq_lens_q"] = output["cu_seq_lens_k"] = boundaries
+            output["max_length_q"] = output["max_length_k"] = max(lengths)
+        else:
+            output["attention_mask"] = column("attention", 0)
+        output["labels"] = labels
         if self.return_sequence_kind:
-            output["sequence_kind"] = torch.tensor([kind for _, _, kind, _ in sequences])
-            output["harmful_prefix_length"] = torch.tensor([k for _, _, _, k in sequences])
+            output["sequence_kind"] = torch.tensor([record.sequence_kind for record in records])
+            output["harmful_prefix_length"] = torch.tensor([record.harmful_prefix_length for record in records])
+            if fused or self.padding_free:
+                output["label_is_rto"] = column("label_is_rto", False)
         return output

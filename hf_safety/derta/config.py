@@ -42,12 +42,18 @@ class DeRTaConfig(SFTConfig):
         rto_position_keep (`float`, *optional*, defaults to `1.0`):
             Fraction of harmful positions that get the RTO target (1.0 = every position, as in the paper; the
             reference code keeps about 5%%). At least one position per sequence is kept.
-        derta_form (`str`, *optional*, defaults to `"naive"`):
-            `"naive"`: a harmful row trains as two sequences, prompt + harmful prefix + safe answer and prompt + whole
-            harmful answer. `"fused"` (experimental): one tree-masked sequence per harmful row that computes the
-            shared prompt and prefix once, with the same loss and gradients (see [`DeRTaCollator`]). It needs a model
-            that takes a custom 4-D attention mask (`attn_implementation` "sdpa" or "eager", one attention type for
-            every layer, no router aux loss); elsewhere the trainer falls back to `"naive"` and logs why.
+        derta_form (`str`, *optional*, defaults to `"fused"`):
+            `"fused"`: one tree-masked sequence per harmful row, prompt + harmful answer + safe answer, that computes
+            the shared prompt and prefix once, with the same loss and gradients as `"naive"` (see [`DeRTaCollator`]).
+            It needs a model that takes a custom 4-D attention mask (`attn_implementation` "sdpa" or "eager", one
+            attention type for every layer, no router aux loss); elsewhere the trainer falls back to `"naive"` and
+            logs why. `"naive"`: a harmful row trains as two sequences, prompt + harmful prefix + safe answer and
+            prompt + whole harmful answer.
+        padding_free (`bool`, *optional*, defaults to `False`):
+            As in [`~trl.SFTConfig`]: each batch's sequences go in one row, one after the other, separated by their
+            position ids, so short sequences do not pay for padding (flash attention makes the most of it; with
+            sdpa/eager the mask is built per row). DeRTa draws its sequences per batch, so `packing` (which packs
+            dataset rows ahead of time) does not apply: use `padding_free`.
         skip_invalid_rows (`bool`, *optional*, defaults to `False`):
             If `True`, rows that break the data contract are skipped, counted and reported (logged and kept in
             `trainer.skip_reports`) instead of raising an error naming the row and the field.
@@ -97,10 +103,10 @@ class DeRTaConfig(SFTConfig):
         metadata={"help": "Fraction of harmful positions that get the RTO target (1.0 = every position)."},
     )
     derta_form: str = field(
-        default="naive",
+        default="fused",
         metadata={
-            "help": "'naive' (two sequences per harmful row) or 'fused' (experimental: one tree-masked sequence, same "
-            "loss; sdpa or eager attention only, else falls back to naive).",
+            "help": "'fused' (one tree-masked sequence per harmful row, same loss as 'naive'; sdpa or eager attention, "
+            "else falls back to naive) or 'naive' (two sequences per harmful row).",
             "choices": list(DERTA_FORMS),
         },
     )
@@ -125,9 +131,11 @@ class DeRTaConfig(SFTConfig):
             raise ValueError(f"DeRTaConfig field 'derta_form' must be one of {DERTA_FORMS}, got {self.derta_form!r}.")
         if self.rto_weight < 0:
             raise ValueError(f"DeRTaConfig field 'rto_weight' must be >= 0, got {self.rto_weight}.")
-        if self.packing or self.padding_free:
+        if self.packing:
             raise ValueError(
-                "DeRTa builds its sequences per batch, so `packing` and `padding_free` are not supported."
+                "DeRTaConfig field 'packing': DeRTa draws its sequences per batch (a new harmful prefix each time a "
+                "row is batched), so dataset rows cannot be packed ahead of time. Use `padding_free=True`, which puts "
+                "each batch's sequences in one row separated by position ids."
             )
         if self.loss_type not in ("nll", "dft"):
             raise ValueError(f"DeRTa trains with `loss_type` 'nll' or 'dft'; got {self.loss_type!r}.")

@@ -206,22 +206,29 @@ class DeRTaTrainer(HubPublishingMixin, SFTTrainer):
         self.refusal_token_id: int | None = None
         self._refusal_note = ""
         self._sequence_counts = {"benign": 0, "harmful_prefix": 0, "rto": 0}
-        super().__init__(
-            model=model,
-            args=args,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            callbacks=callbacks,
-            optimizers=optimizers,
-            optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
-            quantization_config=quantization_config,
-            peft_config=peft_config,
-            compute_loss_func=compute_loss_func,
-            compute_metrics=compute_metrics,
-            preprocess_logits_for_metrics=preprocess_logits_for_metrics,
-            formatting_func=formatting_func,
-        )
+        # DeRTa's collator packs each batch itself (every sequence within max_length): SFTTrainer's padding-free
+        # checks and collator do not apply
+        padding_free, args.padding_free = args.padding_free, False
+        try:
+            super().__init__(
+                model=model,
+                args=args,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                processing_class=processing_class,
+                callbacks=callbacks,
+                optimizers=optimizers,
+                optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
+                quantization_config=quantization_config,
+                peft_config=peft_config,
+                compute_loss_func=compute_loss_func,
+                compute_metrics=compute_metrics,
+                preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+                formatting_func=formatting_func,
+            )
+        finally:
+            args.padding_free = padding_free
+        self.padding_free = padding_free
         if self._skip_prepare_dataset:  # the user's own `input_ids`/`labels`, used as they are (as SFTTrainer does)
             self.train_dataset = self._contract_from_user_tokens(self.train_dataset, "train")
             if isinstance(self.eval_dataset, dict):
@@ -253,6 +260,7 @@ class DeRTaTrainer(HubPublishingMixin, SFTTrainer):
             return_sequence_kind=True,
             derta_form=self.derta_form,
             sliding_window=window,
+            padding_free=padding_free,
         )
         self.add_callback(_CollatorEpochCallback(self))
         self._announce()
@@ -420,7 +428,9 @@ class DeRTaTrainer(HubPublishingMixin, SFTTrainer):
 
     def _prepare_attention_mask(self, inputs: dict[str, Any]) -> torch.Tensor:
         """Returns the number of input tokens; makes the fused form's boolean 4-D mask additive for eager attention."""
-        mask = inputs["attention_mask"]
+        mask = inputs.get("attention_mask")
+        if mask is None:  # padding-free, naive form: one row (as SFTTrainer counts it)
+            return torch.tensor(inputs["position_ids"].numel(), device=inputs["position_ids"].device)
         if mask.dim() != 4:
             return mask.sum()
         if mask.dtype == torch.bool and self.model.config.get_text_config()._attn_implementation == "eager":
