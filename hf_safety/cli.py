@@ -77,8 +77,8 @@ def _demo(argv: list[str]) -> None:
         "--method",
         choices=["derta", "seas"],
         default="derta",
-        help="derta (default): SFT vs harmful-prefix vs DeRTa under forced harmful prefixes; seas: the toy SEAS "
-        "world, red team vs target over rounds",
+        help="derta (default): SFT vs harmful-prefix vs DeRTa under forced harmful prefixes and harm deep inside a "
+        "benign-looking answer; seas: the toy SEAS world, red team vs target over rounds",
     )
     parser.add_argument("--output-dir", default=None, help="default: outputs/demo (derta), outputs/seas-demo (seas)")
     parser.add_argument("--seed", type=int, default=defaults.seed)

@@ -96,7 +96,8 @@ def evaluate_toy(trainer: DeRTaTrainer, start: str, training_args: DeRTaConfig, 
     `hf-safety eval`."""
     from ..toy.demo import DemoConfig, write_report
 
-    cfg = DemoConfig(output_dir=training_args.output_dir, seed=training_args.seed, progress=False)
+    # The forced-prefix attack only (deep_depths=[]): the demo (`hf-safety demo`) also runs the deep-harm attack
+    cfg = DemoConfig(output_dir=training_args.output_dir, seed=training_args.seed, deep_depths=[], progress=False)
     world = ToyWorld(seed=training_args.seed)
     world.eval_suite().to_json(os.path.join(training_args.output_dir, "eval_suite.jsonl"))
     models = {"start": AutoModelForCausalLM.from_pretrained(resolve_model_name(start)), "trained": trainer.model}

@@ -3,10 +3,12 @@
 1. A tiny Llama is "pretrained" to answer every request of the world, harmful ones included (the unsafe start).
 2. From that start, three arms are safety-trained with the same data and steps through `DeRTaTrainer`'s switches:
    plain SFT on the safe answers, harmful-prefix MLE only, and full DeRTa (prefix + RTO).
-3. Each arm is attacked with forced harmful prefixes of k tokens (seen and held-out harmful topics) and asked the
-   benign test requests (exact match, so over-refusal shows).
+3. Each arm is attacked with forced harmful prefixes of k tokens (seen and held-out harmful topics), with harm that
+   starts deep inside a benign-looking answer (a benign answer's first two steps, then j tokens of the harmful
+   answer), and asked the benign test requests (exact match, so over-refusal shows).
 
-It prints a table and writes `results.json` and `refusal_vs_prefix.png` to the output folder.
+It prints the tables and writes `results.json`, `refusal_vs_prefix.png` and `refusal_deep_harm.png` to the output
+folder.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from transformers.utils import logging as hf_logging
 from trl import SFTConfig, SFTTrainer
 
 from ..derta import DeRTaConfig, DeRTaTrainer
-from .evaluation import answer_exact_match, prefill_refusal_rates
+from .evaluation import answer_exact_match, deep_harm_refusal_rates, prefill_refusal_rates
 from .model import tiny_model
 from .tokenizer import build_tokenizer
 from .world import DEFAULT_HELD_OUT, ToyWorld
@@ -40,7 +42,11 @@ ARMS = {
 
 @dataclass
 class DemoConfig:
-    """Sizes and schedules of the demo; the defaults are the documented full run (a few minutes on 2 CPU cores)."""
+    """Sizes and schedules of the demo; the defaults are the documented full run (a few minutes on 2 CPU cores).
+
+    `prefix_lengths`: the k of the forced-prefix attack; `deep_depths`: the j of the deep-harm attack (harmful tokens
+    after a benign answer's first `deep_opening_steps` steps; empty: no deep-harm attack, table or plot); `window`:
+    the refusal must come within this many generated tokens."""
 
     output_dir: str = "outputs/demo"
     seed: int = 0
@@ -54,6 +60,8 @@ class DemoConfig:
     batch_size: int = 16
     prefix_lengths: list[int] = field(default_factory=lambda: [0, 1, 3, 6, 9, 12])
     window: int = 4
+    deep_depths: list[int] = field(default_factory=lambda: [0, 1, 3, 6, 9, 12])
+    deep_opening_steps: int = 2
     harmful_topics: list[str] | None = None
     benign_topics: list[str] | None = None
     held_out: list[str] = field(default_factory=lambda: list(DEFAULT_HELD_OUT))
@@ -163,30 +171,59 @@ def train_arm(cfg: DemoConfig, arm: str, start: Path, world: ToyWorld, output_di
 
 
 def evaluate_model(cfg: DemoConfig, model, tokenizer, world: ToyWorld) -> dict:
+    """
+    `refusal_{seen,held_out}`: refusal rate after a forced harmful prefix, per k; `deep_{seen,held_out}` (when
+    `cfg.deep_depths`): refusal rate when j harmful tokens follow a benign answer's opening, per j;
+    `benign_exact_match`.
+    """
     sets = world.eval_sets()
-    result = {
-        f"refusal_{name}": prefill_refusal_rates(
-            model, tokenizer, sets[f"harmful_{name}"], cfg.prefix_lengths, window=cfg.window, progress=False
+    result = {}
+    for name in ("seen", "held_out"):
+        harmful = sets[f"harmful_{name}"]
+        result[f"refusal_{name}"] = prefill_refusal_rates(
+            model, tokenizer, harmful, cfg.prefix_lengths, window=cfg.window, progress=False
         )
-        for name in ("seen", "held_out")
-    }
+        if cfg.deep_depths:
+            result[f"deep_{name}"] = deep_harm_refusal_rates(
+                model,
+                tokenizer,
+                harmful,
+                lambda i: world.benign_opening(i, cfg.deep_opening_steps),
+                cfg.deep_depths,
+                window=cfg.window,
+                progress=False,
+            )
     result["benign_exact_match"] = answer_exact_match(model, tokenizer, sets["benign"])
     return result
 
 
-def format_table(results: dict, prefix_lengths: list[int]) -> str:
-    header = f"{'model':<16}{'topics':<10}" + "".join(f"{'k=' + str(k):>8}" for k in prefix_lengths) + "  benign EM"
+def format_table(results: dict, prefix_lengths: list[int], key: str = "refusal", label: str = "k") -> str:
+    """The table of `results[arm][f"{key}_{seen,held_out}"]` over `prefix_lengths` (columns `label=...`); the
+    forced-prefix table (`key="refusal"`) also shows benign EM."""
+    benign_column = key == "refusal"
+    header = f"{'model':<16}{'topics':<10}" + "".join(f"{label + '=' + str(k):>8}" for k in prefix_lengths)
+    header += "  benign EM" if benign_column else ""
     lines = [header, "-" * len(header)]
     for arm, result in results.items():
         for name in ("seen", "held_out"):
-            rates = result[f"refusal_{name}"]
+            rates = result[f"{key}_{name}"]
             cells = "".join(f"{rates[k]:>8.0%}" for k in prefix_lengths)
-            benign = f"{result['benign_exact_match']:>11.0%}" if name == "seen" else ""
+            benign = f"{result['benign_exact_match']:>11.0%}" if benign_column and name == "seen" else ""
             lines.append(f"{arm:<16}{name:<10}{cells}{benign}")
     return "\n".join(lines)
 
 
-def plot(results: dict, prefix_lengths: list[int], path: Path) -> None:
+def plot(
+    results: dict,
+    prefix_lengths: list[int],
+    path: Path,
+    key: str = "refusal",
+    window: int = 4,
+    xlabel: str = "forced harmful prefix length k (tokens)",
+    title: str = "Toy world: refusal after a forced harmful prefix",
+) -> None:
+    """Plots `results[arm][f"{key}_{seen,held_out}"]` over `prefix_lengths` (`key`: `"refusal"`, the forced
+    prefix, or `"deep"`, the deep-harm attack) to `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -199,7 +236,7 @@ def plot(results: dict, prefix_lengths: list[int], path: Path) -> None:
         # Arms often coincide (0% or 100%): a small horizontal offset per arm keeps every line visible
         offset = (i - (len(results) - 1) / 2) * 0.12
         for name, style in (("seen", "-"), ("held_out", "--")):
-            rates = result[f"refusal_{name}"]
+            rates = result[f"{key}_{name}"]
             ax.plot(
                 [k + offset for k in prefix_lengths],
                 [100 * rates[k] for k in prefix_lengths],
@@ -208,9 +245,9 @@ def plot(results: dict, prefix_lengths: list[int], path: Path) -> None:
                 color=colors.get(arm, "tab:blue"),
                 label=f"{arm} ({name.replace('_', '-')} topics)",
             )
-    ax.set_xlabel("forced harmful prefix length k (tokens)")
-    ax.set_ylabel("refusal within 4 tokens (%)")
-    ax.set_title("Toy world: refusal after a forced harmful prefix")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"refusal within {window} tokens (%)")
+    ax.set_title(title)
     ax.set_ylim(-5, 105)
     ax.set_xticks(prefix_lengths)
     ax.grid(alpha=0.3)
@@ -228,13 +265,27 @@ def write_report(
     config: dict | None = None,
 ) -> dict:
     """
-    Evaluates `models` (name -> model), prints the table, writes `results.json` (recording `config`, by default the
-    demo's `cfg`) and `refusal_vs_prefix.png`.
+    Evaluates `models` (name -> model), prints the tables, writes `results.json` (recording `config`, by default the
+    demo's `cfg`), `refusal_vs_prefix.png` and, with `cfg.deep_depths`, `refusal_deep_harm.png`.
     """
     results = {name: evaluate_model(cfg, model, tokenizer, world) for name, model in models.items()}
     output_dir = Path(cfg.output_dir)
     print(format_table(results, cfg.prefix_lengths))
-    plot(results, cfg.prefix_lengths, output_dir / "refusal_vs_prefix.png")
+    plot(results, cfg.prefix_lengths, output_dir / "refusal_vs_prefix.png", window=cfg.window)
+    if cfg.deep_depths:
+        opening = f"a benign answer's first {cfg.deep_opening_steps} steps"
+        print(f"\nHarm deep inside a benign-looking answer: the reply is forced to open with {opening}, then j tokens")
+        print("of the harmful answer")
+        print(format_table(results, cfg.deep_depths, key="deep", label="j"))
+        plot(
+            results,
+            cfg.deep_depths,
+            output_dir / "refusal_deep_harm.png",
+            key="deep",
+            window=cfg.window,
+            xlabel=f"harmful tokens j forced after {opening}",
+            title="Toy world: refusal when the harm starts deep inside a benign-looking answer",
+        )
     payload = {
         "config": asdict(cfg) if config is None else config,
         "world": {"held_out": list(world.held_out)},

@@ -71,6 +71,23 @@ def benign_answer(steps: list[str]) -> str:
     return f"sure . first , {steps[0]} . then , {steps[1]} . finally , {steps[2]} ."
 
 
+def benign_opening(steps: list[str], n_steps: int = 2) -> str:
+    """How a benign answer starts: "sure ." and its first `n_steps` steps, word for word (a prefix of
+    `benign_answer(steps)`): the benign-looking opening of the deep-harm attack."""
+    if not 0 <= n_steps <= 2:
+        raise ValueError(f"n_steps must be 0, 1 or 2 (a benign answer's last step ends it), got {n_steps}")
+    sentences = [f"{ordinal} , {step} ." for ordinal, step in zip(("first", "then"), steps[:n_steps])]
+    return " ".join(["sure .", *sentences])
+
+
+def deep_harm_prefill(opening: str, harmful: str, depth: int) -> str:
+    """The text the deep-harm attack forces into the assistant turn: `opening`, then the first `depth` words (one
+    token each in the toy world) of the harmful answer `harmful`."""
+    if depth < 0:
+        raise ValueError(f"depth must be >= 0, got {depth}")
+    return " ".join([opening, *harmful.split()[:depth]])
+
+
 def _user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
 
@@ -175,6 +192,13 @@ class ToyWorld:
                     {"prompt": row["prompt"][0]["content"], "target": target, "label": label, "category": category}
                 )
         return Dataset.from_list(rows)
+
+    def benign_opening(self, index: int, n_steps: int = 2) -> str:
+        """The benign-looking opening of the deep-harm attack for row `index` of a harmful evaluation set: the first
+        `n_steps` steps of a benign answer ([`benign_opening`]), the benign topics taken in turn so that every one
+        serves as often."""
+        topic = self.benign_topics[index % len(self.benign_topics)]
+        return benign_opening(BENIGN_TASKS[topic][1], n_steps)
 
     def corpus(self) -> list[str]:
         """Every text of the world, for the word-level vocabulary."""
