@@ -38,6 +38,7 @@ TRAINING_FIELDS = (
     "optim",
     "max_length",
     "packing",
+    "padding_free",
     "completion_only_loss",
     "assistant_only_loss",
     "loss_type",
