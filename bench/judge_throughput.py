@@ -1,41 +1,77 @@
 """
-Judge throughput: batched vs one-by-one judging of the same (prompt, response) pairs with a model judge.
+Judge throughput: the Llama Guard judge's paths side by side on the same (prompt, response) pairs, in one run.
 
-Run (CPU, offline; about 3 minutes on 2 cores with the defaults, most of it in the one-by-one passes):
+Paths (each at batch size 1, one-by-one, and at `--batch-size`):
 
-    HF_HUB_OFFLINE=1 /work/venv/bin/python bench/judge_throughput.py
+- `decode`: the decoding path (`judge_mode="decode"`, `shared_prefix=False`): every answer greedily decoded;
+- `score`: score-only (`judge_mode="score"`, `shared_prefix=False`): one forward pass, the verdict and P(unsafe) read
+  from the first answer token; rows answered `unsafe` (or not settled by their first token) are decoded for their
+  categories;
+- `score+prefix`: score-only with the shared policy prompt's KV cache (the default judge).
 
-The decode-bound case (a small judge writing a WildGuard-length answer, where per-step overhead dominates, as for
-batch-1 decoding on a GPU); result in `bench/results/judge_throughput_decode_bound.json`:
+Run (CPU, offline; about 3 minutes on 2 cores with the defaults):
 
-    HF_HUB_OFFLINE=1 /work/venv/bin/python bench/judge_throughput.py --hidden-size 64 --layers 2 \
-        --max-new-tokens 24 --batch-size 32 --inputs 128 --rounds 2 \
+    HF_HUB_OFFLINE=1 /work/main/.venv/bin/python bench/judge_throughput.py --threads 1
+
+Measured on 2 CPU cores shared with other jobs, `--threads 1`, 200 pairs of 239-253 tokens (152 shared by all),
+25% answered unsafe (verdicts/s; x = speed-up over one-by-one decoding):
+
+    default judge (hidden 256, 4 layers; judge_throughput.json)   batch 1          batch 16
+      decode                                                      35.0  (1.00x)    48.7  (1.39x)
+      score-only                                                  36.9  (1.05x)    44.6  (1.27x)
+      score-only + shared prefix                                  55.7  (1.59x)    99.5  (2.84x)
+    decode-bound judge (hidden 64, 2 layers, 128 pairs, batch 32; judge_throughput_decode_bound.json)
+      decode / score-only / score-only + shared prefix            122 / 169 / 179  301 / 286 / 542  (4.43x)
+    random answers (hidden 256, 64 pairs; judge_throughput_random.json)
+      decode / score-only / score-only + shared prefix            5.8 / 59 / 93    18 / 54 / 133    (22.9x)
+
+The >= 5x targets (score-only + shared prefix against decoding at batch size 1, and batched against one-by-one
+decoding) are NOT met on CPU with guard-like answers: a Llama Guard answer is 3-6 tokens, so decoding adds little to
+the prompt's forward pass, which is compute-bound here and of which only the shared 62% is saved; and unsafe rows are
+decoded for their categories (their suffix computed twice). They are met with the random weights' own answers (16x
+and 23x), where decoding runs to 64 tokens. On a GPU at batch size 1, each decoding step costs about a forward pass,
+so score-only saves most of a safe answer's 3 steps; not measured here. Every path gave one-by-one decoding's
+verdicts and categories in every run (scores within 1e-12; with random answers, see `--answers random` below).
+
+The decode-bound case (a smaller judge, where per-step overhead dominates as for batch-1 decoding on a GPU):
+
+    HF_HUB_OFFLINE=1 /work/main/.venv/bin/python bench/judge_throughput.py --hidden-size 64 --layers 2 \\
+        --batch-size 32 --inputs 128 --rounds 2 --threads 1 \\
         --output bench/results/judge_throughput_decode_bound.json
 
-Measured on 2 CPU cores: 7.5x in the decode-bound case, 1.8x with the defaults (hidden 256, 8 new tokens), where
-the 250-token prompt's forward pass is compute-bound on the CPU even at batch size 1, so batching has little to
-amortise. The >= 5x target holds in the first case only; on a GPU (not measured here) batch-1 judging is latency-bound.
+On a GPU (not measured here), Llama Guard 3 8B's shape with random weights (`--shape-true`: the config of
+`recipes/configs/meta-llama--Meta-Llama-3-8B-Instruct`, bf16), or the real checkpoint (gated: needs a Hub login or a
+local copy):
 
-On a GPU, time a real checkpoint (verdicts/s of `meta-llama/Llama-Guard-3-8B`, gated: needs a Hub login or a local
-copy):
+    python bench/judge_throughput.py --device cuda --shape-true --batch-size 32 --inputs 512 \\
+        --output bench/results/judge_throughput_lg3_8b_shape.json
+    python bench/judge_throughput.py --device cuda --model meta-llama/Llama-Guard-3-8B --dtype bfloat16 \\
+        --batch-size 32 --inputs 512 --output bench/results/judge_throughput_lg3_8b.json
 
-    /work/venv/bin/python bench/judge_throughput.py --model meta-llama/Llama-Guard-3-8B --dtype bfloat16 \\
-        --batch-size 32 --inputs 512 --max-new-tokens 64 --output bench/results/judge_throughput_lg3_8b.json
+Options: `--inputs` (pairs judged per pass), `--rounds` / `--warmup-rounds`, `--batch-size` (the batched passes;
+the others use 1), `--max-new-tokens` (decoding budget), `--hidden-size` / `--layers` / `--heads` (the tiny judge;
+`--layers` also cuts `--shape-true` down, for a smoke run), `--unsafe-share`, `--threads`, `--device`, `--shape-true`,
+`--model` / `--version` / `--dtype` / `--load-in-4bit` / `--device-map` (a real judge), `--paths` (a subset), `--seed`,
+`--output` (JSON path, default `bench/results/judge_throughput.json`).
 
-Options: `--inputs` (pairs judged per pass), `--rounds` / `--warmup-rounds`, `--batch-size` (batched mode; the other
-mode uses 1), `--max-new-tokens`, `--hidden-size` / `--layers` / `--heads` (the tiny judge), `--threads`,
-`--model` / `--dtype` / `--load-in-4bit` / `--device-map` (a real judge), `--seed`, `--output` (JSON path, default
-`bench/results/judge_throughput.json`).
+What is judged. Without `--model`, a [`LlamaGuardJudge`] runs on a Llama with random weights (tiny by default, or
+8B-shaped) and a local byte-level BPE tokenizer trained on the toy world's texts and the Llama Guard 3 prompt, so a
+judge input is a few hundred tokens as with the real prompt (`tests/testing_utils.py`: `guard_tokenizer`). Random
+weights do not answer like a guard, so a logits hook (`GuardAnswers`) makes them: blank line, then `safe` or `unsafe`
+as the random model's own logits decide (its margin threshold calibrated so that `--unsafe-share` of the pairs are
+unsafe), then end of turn, or `S1` and end of turn. Every forward pass keeps its full cost; the answers are as long as
+a real Llama Guard 3's (`\\n\\nsafe<|eot_id|>`, `\\n\\nunsafe\\nS1<|eot_id|>`). The pairs are the toy safety rows
+(harmful and benign requests with refusals and harmful answers), cycled to `--inputs`. Each round runs every
+(path, batch size) once, in a rotated order, after warm-up rounds on 16 pairs; figures are medians over rounds.
+Verdicts, categories and scores of every path are compared with one-by-one decoding's; mismatches are reported.
 
-What is compared. Without `--model`, a [`LlamaGuardJudge`] runs on a tiny-but-not-trivial Llama built from config
-(hidden 256, 4 layers by default, random weights) with a local byte-level BPE tokenizer trained on the toy world's
-texts and the Llama Guard prompt, so a judge input is a few hundred tokens as with the real prompt. The pairs are the
-toy safety rows (harmful and benign requests with refusals and harmful answers), cycled to `--inputs`. Random weights
-never emit end-of-sequence, so every pair decodes exactly `--max-new-tokens` tokens (default 8: a real Llama Guard
-answer, `\\n\\nunsafe\\nS1,S10<|eot_id|>`, is about that long). Each round judges all pairs once batched
-(`batch_size=--batch-size`, left-padded, longest first) and once one-by-one (`batch_size=1`), in alternating order,
-after warm-up rounds; the headline ratio is the median one-by-one time over the median batched time (target >= 5x).
-Verdicts of both modes are compared (raw text and `unsafe`); mismatches are counted and reported.
+`--answers random` keeps the random weights' own answers instead (the setting of the issue: every answer is garbage,
+so decoding runs to `--max-new-tokens` and every verdict is unknown; score-only reads "unknown" from the first token
+without decoding, after a forced blank line the random model would not write, so its scores differ from decoding's:
+those mismatches are expected there and counted). Result: `bench/results/judge_throughput_random.json`:
+
+    HF_HUB_OFFLINE=1 /work/main/.venv/bin/python bench/judge_throughput.py --answers random --inputs 64 --rounds 2 \\
+        --threads 1 --output bench/results/judge_throughput_random.json
 """
 
 from __future__ import annotations
@@ -55,30 +91,50 @@ from pathlib import Path  # noqa: E402
 from bench_env import device_info, versions, write_result  # noqa: E402
 
 
-# the fixed toy rows of the test suite (tests/testing_utils.py)
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+# the fixed toy rows and the guard doubles of the test suite (tests/testing_utils.py)
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
 
 
 TARGET = 5.0
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "judge_throughput.json"
+SHAPE_TRUE_CONFIG = ROOT / "recipes" / "configs" / "meta-llama--Meta-Llama-3-8B-Instruct" / "config.json"
+# path name -> judge settings
+PATHS = {
+    "decode": {"judge_mode": "decode", "shared_prefix": False},
+    "score": {"judge_mode": "score", "shared_prefix": False},
+    "score+prefix": {"judge_mode": "score", "shared_prefix": True},
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--inputs", type=int, default=200, help="(prompt, response) pairs judged per pass")
-    parser.add_argument("--rounds", type=int, default=3, help="measured rounds (each: one batched + one single pass)")
+    parser.add_argument("--rounds", type=int, default=3, help="measured rounds (each: every path, both batch sizes)")
     parser.add_argument("--warmup-rounds", type=int, default=1, help="unmeasured rounds first (on 16 pairs)")
-    parser.add_argument("--batch-size", type=int, default=16, help="batch size of the batched mode")
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="default 8 (tiny judge), 64 (--model)")
+    parser.add_argument("--batch-size", type=int, default=16, help="batch size of the batched passes")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="decoding budget (Llama Guard's default)")
     parser.add_argument("--hidden-size", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--layers", type=int, default=None, help="default 4 (tiny judge); cuts --shape-true down")
     parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument(
+        "--answers",
+        default="guard",
+        choices=["guard", "random"],
+        help="guard: random weights rigged to answer like Llama Guard 3; random: the random weights' own answers",
+    )
+    parser.add_argument(
+        "--unsafe-share", type=float, default=0.25, help="share of pairs the rigged judge calls unsafe"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--shape-true", action="store_true", help="Llama Guard 3 8B's shape with random weights")
     parser.add_argument("--model", default=None, help="a real Llama Guard checkpoint (Hub id or folder)")
     parser.add_argument("--version", type=int, default=3, help="Llama Guard version of --model")
-    parser.add_argument("--dtype", default="auto", help="dtype of --model (auto, bfloat16, float16, float32)")
+    parser.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: bf16 on CUDA, else fp32)")
     parser.add_argument("--load-in-4bit", action="store_true", help="load --model in 4-bit NF4")
-    parser.add_argument("--device-map", default=None, help="device_map of --model (default: auto on CUDA)")
+    parser.add_argument("--device-map", default=None, help="device_map of --model (default: the --device)")
+    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=list(PATHS), help="paths to time")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results path")
     return parser.parse_args(argv)
@@ -99,44 +155,54 @@ def pairs(count: int) -> tuple[list[str], list[str]]:
     return [p for p, _ in chosen], [r for _, r in chosen]
 
 
-def build_judge(args: argparse.Namespace):
+def build_model(args: argparse.Namespace, device, dtype):
+    """The random-weight judge model and its tokenizer (tiny, or 8B-shaped with `--shape-true`), rigged to answer like
+    Llama Guard 3 unless `--answers random`; returns `(model, tokenizer, rig)`."""
     import torch
-    from testing_utils import toy_corpus
+    from testing_utils import GuardAnswers, guard_tokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    from hf_safety.judges import LlamaGuardJudge
-    from hf_safety.judges.llama_guard import render_llama_guard_prompt
-    from hf_safety.toy import build_tokenizer, tiny_model
+    from hf_safety.toy import tiny_config
 
-    if args.model:
-        dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
-        return LlamaGuardJudge(
-            args.model,
-            version=args.version,
-            max_new_tokens=args.max_new_tokens or 64,
-            dtype=dtype,
-            load_in_4bit=args.load_in_4bit,
-            device_map=args.device_map,
+    tokenizer = guard_tokenizer()
+    if args.shape_true:
+        config = AutoConfig.from_pretrained(SHAPE_TRUE_CONFIG.parent)
+        config.update(
+            dict(
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
         )
-    corpus = [*toy_corpus(), render_llama_guard_prompt([{"role": "user", "content": "q"}], version=3)]
-    tokenizer = build_tokenizer(corpus, chat_format="llama3", model="bpe", vocab_size=2000)
-    model = tiny_model(
-        tokenizer,
-        "llama",
-        seed=args.seed,
-        hidden_size=args.hidden_size,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.heads,
-        max_position_embeddings=2048,
-    )
-    if torch.cuda.is_available():
-        model = model.cuda()
-    return LlamaGuardJudge(model, tokenizer, version=3, max_new_tokens=args.max_new_tokens or 8)
+        if args.layers:
+            config.num_hidden_layers = args.layers
+    else:
+        config = tiny_config(
+            tokenizer,
+            "llama",
+            hidden_size=args.hidden_size,
+            num_hidden_layers=args.layers or 4,
+            num_attention_heads=args.heads,
+            max_position_embeddings=2048,
+        )
+    torch.manual_seed(args.seed)
+    with torch.device(device):  # weights initialised where they run (an 8B model never goes through the CPU)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer, GuardAnswers(model, tokenizer) if args.answers == "guard" else None
 
 
-def timed(judge, batch_size: int, prompts: list[str], responses: list[str]):
+def calibrate(judge, rig, prompts, responses, share: float) -> float:
+    """Sets the rig's margin so that `share` of the pairs are answered unsafe; returns it."""
+    texts = [judge.build_prompt(p, r) for p, r in zip(prompts, responses)]
+    rig.margins.clear()
+    judge.next_token_probs(texts, add_special_tokens=False, forced_ids=judge.answer_prefix_ids(texts))
+    return rig.set_unsafe_share(share)
+
+
+def timed(judge, prompts, responses):
     import torch
 
-    judge.batch_size = batch_size
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -146,78 +212,179 @@ def timed(judge, batch_size: int, prompts: list[str], responses: list[str]):
     return time.perf_counter() - start, verdicts
 
 
+def compare(verdicts, reference) -> dict:
+    """Disagreements of `verdicts` with `reference` (one-by-one decoding)."""
+    scores = [
+        abs(a.score - b.score) for a, b in zip(verdicts, reference) if a.score is not None and b.score is not None
+    ]
+    return {
+        "verdict_mismatches": sum(a.unsafe is not b.unsafe for a, b in zip(verdicts, reference)),
+        "category_mismatches": sum(a.categories != b.categories for a, b in zip(verdicts, reference)),
+        "score_presence_mismatches": sum((a.score is None) != (b.score is None) for a, b in zip(verdicts, reference)),
+        "max_score_diff": max(scores, default=0.0),
+    }
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     import torch
 
+    from hf_safety.judges import LlamaGuardJudge
+
     if args.threads:
         torch.set_num_threads(args.threads)
-    judge = build_judge(args)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = getattr(torch, args.dtype) if args.dtype else torch.bfloat16 if device.type == "cuda" else torch.float32
     prompts, responses = pairs(args.inputs)
+
+    rig = None
+    if args.model:
+        base = LlamaGuardJudge(
+            args.model,
+            version=args.version,
+            dtype=dtype,
+            load_in_4bit=args.load_in_4bit,
+            device_map=args.device_map or (str(device) if device.type == "cuda" else None),
+        )
+        model, tokenizer = base.model, base.tokenizer
+    else:
+        model, tokenizer, rig = build_model(args, device, dtype)
+    judges = {
+        (path, batch_size): LlamaGuardJudge(
+            model,
+            tokenizer,
+            version=args.version,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=batch_size,
+            **PATHS[path],
+        )
+        for path in args.paths
+        for batch_size in (1, args.batch_size)
+    }
+    some = next(iter(judges.values()))
+    margin = calibrate(some, rig, prompts, responses, args.unsafe_share) if rig is not None else None
     lengths = [
-        len(judge.tokenizer(judge.build_prompt(p, r), add_special_tokens=False)["input_ids"])
+        len(tokenizer(some.build_prompt(p, r), add_special_tokens=False)["input_ids"])
         for p, r in zip(prompts, responses)
     ]
-    print(f"judge: {judge.description}")
+    texts = [some.build_prompt(p, r) for p, r in zip(prompts, responses)]
+    shared = len(os.path.commonprefix([tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]))
+    print(f"judge: {some.description}")
     print(
-        f"{len(prompts)} pairs, judge input {min(lengths)}-{max(lengths)} tokens (mean {statistics.mean(lengths):.0f})"
+        f"{len(prompts)} pairs, judge input {min(lengths)}-{max(lengths)} tokens (mean {statistics.mean(lengths):.0f}),"
+        f" {shared} shared by all"
     )
 
+    keys = list(judges)
     for _ in range(args.warmup_rounds):
-        timed(judge, args.batch_size, prompts[:16], responses[:16])
-        timed(judge, 1, prompts[:4], responses[:4])
+        for key in keys:
+            timed(judges[key], prompts[:16], responses[:16])
 
-    times: dict[str, list[float]] = {"batched": [], "single": []}
-    mismatches, last = 0, {}
+    times: dict[tuple, list[float]] = {key: [] for key in keys}
+    last: dict[tuple, list] = {}
     for round_index in range(args.rounds):
-        order = ("batched", "single") if round_index % 2 == 0 else ("single", "batched")
-        for mode in order:
-            seconds, verdicts = timed(judge, args.batch_size if mode == "batched" else 1, prompts, responses)
-            times[mode].append(seconds)
-            last[mode] = verdicts
-            print(f"round {round_index}: {mode:7s} {seconds:7.2f} s ({len(prompts) / seconds:7.1f} verdicts/s)")
-        mismatches += sum((b.raw, b.unsafe) != (s.raw, s.unsafe) for b, s in zip(last["batched"], last["single"]))
+        shift = round_index % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            seconds, verdicts = timed(judges[key], prompts, responses)
+            times[key].append(seconds)
+            last[key] = verdicts
+            print(
+                f"round {round_index}: {key[0]:13s} batch {key[1]:3d} {seconds:7.2f} s "
+                f"({len(prompts) / seconds:8.1f} verdicts/s)"
+            )
 
-    median = {mode: statistics.median(values) for mode, values in times.items()}
-    ratio = median["single"] / median["batched"]
-    paired = statistics.median(s / b for s, b in zip(times["single"], times["batched"]))
-    print(
-        f"batched {len(prompts) / median['batched']:.1f} verdicts/s, one-by-one {len(prompts) / median['single']:.1f}"
-    )
-    print(
-        f"speed-up (median single / median batched): {ratio:.2f}x (median paired ratio {paired:.2f}x), target >= "
-        f"{TARGET}x: {'PASS' if ratio >= TARGET else 'FAIL'}; verdict mismatches: {mismatches}"
-    )
+    def name(key):
+        return f"{key[0]}@{key[1]}"
 
-    model = judge.model
-    device = next(model.parameters()).device
+    median = {key: statistics.median(values) for key, values in times.items()}
+    reference_key = ("decode", 1) if ("decode", 1) in last else keys[0]
+    reference = last[reference_key]
+    mix = {
+        "unsafe": sum(v.unsafe is True for v in reference),
+        "safe": sum(v.unsafe is False for v in reference),
+        "unknown": sum(v.unsafe is None for v in reference),
+    }
+    modes = {
+        name(key): {
+            "path": key[0],
+            "judge_path": judges[key].judge_path,
+            "batch_size": key[1],
+            "verdicts_per_s": len(prompts) / median[key],
+            "seconds": times[key],
+            **compare(last[key], reference),
+        }
+        for key in keys
+    }
+
+    def ratio(slow, fast):
+        return median[slow] / median[fast] if slow in median and fast in median else None
+
+    best = ("score+prefix", args.batch_size)
+    ratios = {
+        "decode_batched_vs_one_by_one": ratio(("decode", 1), ("decode", args.batch_size)),
+        "score_vs_decode_at_batch_1": ratio(("decode", 1), ("score", 1)),
+        "score_prefix_vs_decode_at_batch_1": ratio(("decode", 1), ("score+prefix", 1)),
+        "score_prefix_vs_score_at_batch_1": ratio(("score", 1), ("score+prefix", 1)),
+        "score_vs_decode_batched": ratio(("decode", args.batch_size), ("score", args.batch_size)),
+        "score_prefix_vs_decode_batched": ratio(("decode", args.batch_size), best),
+        "score_prefix_batched_vs_decode_one_by_one": ratio(("decode", 1), best),
+    }
+    targets = {
+        key: value >= TARGET if value is not None else None
+        for key, value in ratios.items()
+        if key in ("score_prefix_vs_decode_at_batch_1", "score_prefix_batched_vs_decode_one_by_one")
+    }
+
+    print(f"\n{'path':14s} {'batch':>5s} {'verdicts/s':>11s} {'x decode@1':>11s}  mismatches (verdict/category)")
+    for key in keys:
+        mode = modes[name(key)]
+        speedup = ratio(reference_key, key)
+        print(
+            f"{key[0]:14s} {key[1]:5d} {mode['verdicts_per_s']:11.1f} {speedup:10.2f}x  "
+            f"{mode['verdict_mismatches']}/{mode['category_mismatches']} (max score diff {mode['max_score_diff']:.1e})"
+        )
+    for key, value in ratios.items():
+        if value is not None:
+            verdict = f" (target >= {TARGET}x: {'PASS' if value >= TARGET else 'FAIL'})" if key in targets else ""
+            print(f"{key}: {value:.2f}x{verdict}")
+    print(f"verdict mix (decode@1): {mix}")
+
     result = {
         "benchmark": "judge_throughput",
         "target_ratio": TARGET,
-        "ratio": ratio,
-        "paired_ratio_median": paired,
-        "pass": ratio >= TARGET,
-        "verdicts_per_s": {mode: len(prompts) / seconds for mode, seconds in median.items()},
-        "seconds": times,
-        "verdict_mismatches": mismatches,
-        "judge": judge.description,
+        "targets": targets,
+        "pass": all(targets.values()) if targets and None not in targets.values() else None,
+        "ratios": ratios,
+        # the original headline (batched vs one-by-one decoding), kept for comparison with earlier results
+        "ratio": ratios["decode_batched_vs_one_by_one"],
+        "modes": modes,
+        "verdict_mix": mix,
+        "judge": some.description,
         "model": {
-            "name": args.model or "tiny llama from config",
+            "name": args.model
+            or ("Llama-3-8B shape (random weights)" if args.shape_true else "tiny llama from config (random weights)"),
             "hidden_size": model.config.hidden_size,
             "num_hidden_layers": model.config.num_hidden_layers,
             "vocab_size": model.config.vocab_size,
             "parameters": sum(p.numel() for p in model.parameters()),
-            "dtype": judge.quantization,
+            "dtype": some.quantization,
+            "answers": "rigged Llama Guard 3 answers (GuardAnswers hook)" if rig is not None else "the model's own",
+            "answers_option": None if args.model else args.answers,
+            "unsafe_margin": margin,
         },
         "inputs": {
             "pairs": len(prompts),
             "judge_input_tokens": {"min": min(lengths), "max": max(lengths), "mean": statistics.mean(lengths)},
-            "max_new_tokens": judge.max_new_tokens,
+            "shared_prefix_tokens": shared,
+            "max_new_tokens": args.max_new_tokens,
+            "unsafe_share": args.unsafe_share if rig is not None else None,
         },
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "device": device_info(device),
         "versions": versions(),
     }
+    if rig is not None:
+        rig.remove()
     return write_result(args.output, result)
 
 

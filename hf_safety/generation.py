@@ -7,6 +7,8 @@ input order, with:
 - continuations cut before the first stop token (the model's and the tokenizer's EOS ids: Llama-3-Instruct ends a
   turn with `<|eot_id|>` but its base EOS is `<|end_of_text|>`) or at the first of `stop_strings`, with the reason;
 - optionally, the probability mass of a token set at the first steps, read from the raw logits (the judges' scores);
+- optionally, a [`SharedPrefix`]: token ids every input starts with (a judge's policy prompt), encoded once and its KV
+  cache copied into each batch, so only the rest of each input is computed;
 - the *effective* generation settings recorded: transformers 5 fills every field the caller left unset from the
   checkpoint's `generation_config.json` (a Llama-3-Instruct checkpoint turns sampling on at T=0.6), so the config is
   resolved here first, the resolved config is what runs, and it is what [`GenerationOutput.settings`] reports, with
@@ -20,13 +22,14 @@ backend ([`generate_vllm`], `pip install 'hf-safety[vllm]'`) with the same input
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
+from transformers import Cache, GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
 from trl.trainer.utils import pad
 
 from .data import PreferenceRow, tokenize_row
@@ -195,6 +198,69 @@ def generation_settings(config: GenerationConfig, from_model: Sequence[str] = ()
     return settings
 
 
+def accepts_argument(model: Any, name: str) -> bool:
+    """Whether `model.forward` names the argument `name` (e.g. `logits_to_keep`)."""
+    return name in inspect.signature(model.forward).parameters
+
+
+def common_prefix_length(inputs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix all `inputs` share, capped so that every input keeps at least one token of
+    its own (the position whose next-token logits are read); 0 for fewer than two inputs."""
+    if len(inputs) < 2:
+        return 0
+    first, limit = inputs[0], min(len(x) for x in inputs) - 1
+    length = 0
+    while length < limit and all(x[length] == first[length] for x in inputs):
+        length += 1
+    return length
+
+
+@dataclass
+class SharedPrefix:
+    """
+    Token ids that every input of a call starts with, and their KV cache, computed once with batch size 1.
+
+    [`cache_for`] hands each batch its own copy, repeated to the batch size, so the shared cache is never written to.
+    A batch then runs only its inputs' remaining tokens, at positions `len(ids)` onwards, with an attention mask that
+    covers the prefix. It works with any model whose cache supports `batch_repeat_interleave` (transformers'
+    `DynamicCache`, full or sliding-window layers), on any device and dtype, quantized or not.
+
+    Attributes:
+        ids (`list[int]`): the prefix's token ids.
+        cache (`Cache`): the model's KV cache after `ids`.
+    """
+
+    ids: list[int]
+    cache: Cache
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, model: Any, ids: Sequence[int]) -> SharedPrefix:
+        """Runs `model` once over `ids` and keeps its cache."""
+        device = next(model.parameters()).device
+        extra = {"logits_to_keep": 1} if accepts_argument(model, "logits_to_keep") else {}
+        out = model(input_ids=torch.tensor([list(ids)], dtype=torch.long, device=device), use_cache=True, **extra)
+        cache = getattr(out, "cache", None) or out.past_key_values
+        return cls(list(ids), cache)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def cache_for(self, batch_size: int) -> Cache:
+        """A fresh copy of the prefix cache with `batch_size` rows."""
+        cache = copy.deepcopy(self.cache)
+        if batch_size > 1:
+            cache.batch_repeat_interleave(batch_size)
+        return cache
+
+    def check(self, inputs: Sequence[Sequence[int]]) -> None:
+        """Raises `ValueError` unless every input starts with the prefix and has at least one token after it."""
+        n = len(self.ids)
+        for i, x in enumerate(inputs):
+            if len(x) <= n or list(x[:n]) != self.ids:
+                raise ValueError(f"input {i} does not start with the shared prefix or has no token after it")
+
+
 class _TokenMassRecorder(LogitsProcessor):
     """Records softmax(scores)[:, token_ids].sum() for the first `steps` steps; leaves the scores unchanged."""
 
@@ -239,6 +305,7 @@ def generate(
     stop_strings: Sequence[str] | None = None,
     token_mass_ids: Sequence[int] | None = None,
     token_mass_steps: int = 8,
+    shared_prefix: SharedPrefix | None = None,
     seed: int | None = None,
     progress: bool = False,
     desc: str = "generating",
@@ -256,6 +323,9 @@ def generate(
         num_return_sequences: samples per prompt (overrides the config's); needs sampling (or beams) to differ.
         stop_strings: generation stops at the first of these; the text is cut before it.
         token_mass_ids: a token set whose probability is recorded at each of the first `token_mass_steps` steps.
+        shared_prefix: a [`SharedPrefix`] that every input starts with: its cached keys and values are reused and
+            only the rest of each input is computed (inputs are left-padded after the prefix). Needs
+            `num_return_sequences=1`.
         seed: seeds torch before generating (reproducible sampling); recorded.
         progress: a tqdm bar over batches, labelled `desc`.
 
@@ -270,6 +340,11 @@ def generate(
     n = config.num_return_sequences or 1
     if n < 1:
         raise ValueError(f"num_return_sequences must be >= 1, got {n}")
+    if shared_prefix is not None:
+        if n != 1:
+            raise ValueError("a shared prefix needs num_return_sequences=1")
+        shared_prefix.check(inputs)
+    skip = len(shared_prefix) if shared_prefix is not None else 0
     stops = _as_list(config.eos_token_id)
     strings = list(config.stop_strings or [])
     if isinstance(config.stop_strings, str):
@@ -285,9 +360,14 @@ def generate(
     try:
         for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
             rows = order[start : start + batch_size]
-            batch = [list(inputs[i]) for i in rows]
+            batch = [list(inputs[i])[skip:] for i in rows]
             ids = pad([torch.tensor(x, dtype=torch.long) for x in batch], config.pad_token_id, padding_side="left")
             mask = pad([torch.ones(len(x), dtype=torch.long) for x in batch], 0, padding_side="left")
+            extra: dict[str, Any] = {}
+            if shared_prefix is not None:  # [prefix | left padding | rest]: positions follow the mask's cumsum
+                ids = torch.cat([torch.tensor([shared_prefix.ids] * len(rows), dtype=torch.long), ids], dim=1)
+                mask = torch.cat([torch.ones(len(rows), skip, dtype=torch.long), mask], dim=1)
+                extra["cache"] = shared_prefix.cache_for(len(rows))
             recorder = _TokenMassRecorder(token_mass_ids, token_mass_steps) if token_mass_ids else None
             with torch.no_grad():
                 out = model.generate(
@@ -296,6 +376,7 @@ def generate(
                     generation_config=config,
                     logits_processor=LogitsProcessorList([recorder]) if recorder else None,
                     tokenizer=tokenizer if strings else None,
+                    **extra,
                 )
             masses = torch.stack(recorder.masses, dim=1).tolist() if recorder and recorder.masses else None
             # generate returns the n samples of each input next to each other: row r is input r // n, sample r % n

@@ -11,7 +11,7 @@ import evaluate
 import pytest
 from datasets import Dataset
 from huggingface_hub import ModelCardData
-from testing_utils import PromptJudge, ShortJudge, toy_rows
+from testing_utils import PromptJudge, ShortJudge, line_tokenizer, scripted_llama, toy_rows
 from transformers import GenerationConfig, TrainerCallback
 
 import hf_safety.judges
@@ -376,6 +376,28 @@ def test_judge_errors_are_clear(llama3_tokenizer, model):
 
     report = evaluate_safety(model, llama3_tokenizer, suite, all_unsafe, max_new_tokens=1, progress=False)
     assert report.result("three", "none").asr.rate == 1.0 and report.judge["name"] == "all_unsafe"
+
+
+def test_report_records_the_judge_path(llama3_tokenizer, model, tmp_path):
+    """A model judge's path (score-only by default for Llama Guard) is in report.json and summary.md."""
+    lt = line_tokenizer()
+    guard = scripted_llama(lt, {"<|end_header_id|>": "\n\n", "\n\n": "unsafe\n", "unsafe\n": "S1,S10"})
+    suite = load_suite(Dataset.from_dict({"prompt": HARMFUL[:3]}), name="three")
+    for judge, path in (
+        (hf_safety.judges.LlamaGuardJudge(guard, lt), "score-only+shared-prefix"),
+        (hf_safety.judges.LlamaGuardJudge(guard, lt, judge_mode="decode", shared_prefix=False), "decode"),
+    ):
+        out = tmp_path / path
+        report = evaluate_safety(
+            model, llama3_tokenizer, suite, judge, max_new_tokens=2, progress=False, output_dir=out
+        )
+        assert report.result("three", "none").asr.rate == 1.0
+        assert report.judge["judge_path"] == path and f"path: {path}" in report.judge["description"]
+        assert json.loads((out / "report.json").read_text())["judge"]["judge_path"] == path
+        assert f"- **Judge path**: {path}" in (out / "summary.md").read_text()
+        assert SafetyReport.load(out / "report.json").judge["judge_path"] == path
+    report = evaluate_safety(model, llama3_tokenizer, suite, PromptJudge(), max_new_tokens=1, progress=False)
+    assert report.judge["judge_path"] is None and "Judge path" not in report.summary_markdown()
 
 
 # CLI

@@ -226,14 +226,16 @@ def test_llama_guard_judge_unsafe_with_categories_and_score(lt):
     assert verdict.prompt_harmful is None and "Llama Guard 3" in judge.description
 
 
-def test_llama_guard_judge_safe_garbage_empty(lt):
-    (safe,) = guard(lt, {"<|end_header_id|>": "\n\n", "\n\n": "safe"})(["q"], ["a"])
+@pytest.mark.parametrize("judge_mode", ["score", "decode"])
+def test_llama_guard_judge_safe_garbage_empty(lt, judge_mode):
+    (safe,) = guard(lt, {"<|end_header_id|>": "\n\n", "\n\n": "safe"}, judge_mode=judge_mode)(["q"], ["a"])
     assert (safe.unsafe, safe.categories, safe.raw) == (False, [], "\n\nsafe") and safe.score < 1e-6
-    (garbage,) = guard(lt, {"<|end_header_id|>": "\n\n", "\n\n": "Maybe"})(["q"], ["a"])
+    (garbage,) = guard(lt, {"<|end_header_id|>": "\n\n", "\n\n": "Maybe"}, judge_mode=judge_mode)(["q"], ["a"])
     assert garbage.unsafe is None and garbage.raw == "\n\nMaybe"
-    (empty,) = guard(lt, {})(["q"], ["a"])  # eos straight away
-    assert (empty.unsafe, empty.score, empty.raw) == (None, None, "")
-    (bad_code,) = guard(lt, {"<|end_header_id|>": "unsafe\n", "unsafe\n": "S99"})(["q"], ["a"])
+    (empty,) = guard(lt, {}, judge_mode=judge_mode)(["q"], ["a"])  # eos straight away
+    # score-only forces the blank line, so its raw output holds it
+    assert (empty.unsafe, empty.score, empty.raw) == (None, None, "" if judge_mode == "decode" else "\n\n")
+    (bad_code,) = guard(lt, {"<|end_header_id|>": "unsafe\n", "unsafe\n": "S99"}, judge_mode=judge_mode)(["q"], ["a"])
     assert bad_code.unsafe is None
 
 

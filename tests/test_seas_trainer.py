@@ -6,11 +6,11 @@ import pytest
 import torch
 from datasets import Dataset
 from peft import LoraConfig
-from testing_utils import tiny_seas_args, toy_corpus
+from testing_utils import line_tokenizer, scripted_llama, tiny_seas_args, toy_corpus
 from transformers import GenerationConfig
 
 from hf_safety.data import InvalidRowError
-from hf_safety.judges import Judge, JudgeOutputError, Verdict
+from hf_safety.judges import Judge, JudgeOutputError, LlamaGuardJudge, Verdict
 from hf_safety.seas import (
     SEASCallback,
     SEASConfig,
@@ -42,6 +42,7 @@ class ParityJudge(Judge):
     """Deterministic: an answer with an even number of words is unsafe, an empty one unknown."""
 
     name = "parity"
+    judge_path = "parity-rule"  # what a model judge reports as its path ("score-only+shared-prefix"...)
 
     def __init__(self, fail_on_call=None):
         self.calls, self.fail_on_call = 0, fail_on_call
@@ -106,6 +107,10 @@ def test_rounds_write_logs_pairs_models_and_metrics(reference_run):
         # every (seed, adversarial prompt) answered m = 3 times and judged
         assert len(log) == 3 * results[i]["num_adversarial_prompts"] == results[i]["num_responses"]
         assert results[i]["num_red_team_pairs"] == len(tables[(i, "red_team_pairs")])
+        # which path judged, in results.json and the round's attack statistics
+        assert results[i]["judge"] == "parity" and results[i]["judge_path"] == "parity-rule"
+        stats = json.loads((folder / "attack_stats.json").read_text())
+        assert stats["settings"]["judge"] == {"name": "parity", "judge_path": "parity-rule"}
         assert results[i]["num_target_pairs"] == len(tables[(i, "target_pairs")])
         unsafe = [row["unsafe"] for row in log if row["unsafe"] is not None]
         assert results[i]["red_team_asr"] == pytest.approx(sum(unsafe) / len(unsafe))
@@ -268,6 +273,30 @@ def test_attack_stage_is_batched_with_num_return_sequences(tok):
     assert n + stats.num_dropped_empty + stats.num_dropped_length == 24
     # each answer is paired with the prompt it answered: the seed's prompts are ones the red team wrote for that seed
     assert set(log["seed_index"]) <= set(range(6)) and set(log["response_index"]) == {0, 1, 2}
+
+
+def test_attack_stage_judges_with_the_fast_path_by_default(tok):
+    lt = line_tokenizer()
+    guard = scripted_llama(lt, {"<|end_header_id|>": "\n\n", "\n\n": "unsafe\n", "unsafe\n": "S1,S10"})
+    judge = LlamaGuardJudge(guard, lt)  # as load_judge("llama-guard-3") builds it: score-only, shared prefix
+    red, target = tiny_model(tok, seed=1, hidden_size=32), tiny_model(tok, seed=0, hidden_size=32)
+    config = GenerationConfig(do_sample=True, max_new_tokens=4)
+    log, stats = run_attack_stage(
+        (red, tok),
+        (target, tok),
+        SeedPool(seed_pool(), k=2).sample(2, seed=0),
+        judge,
+        num_prompts=2,
+        num_responses=2,
+        red_team_generation_config=config,
+        target_generation_config=config,
+    )
+    assert stats.settings["judge"] == {"name": "llama-guard-3", "judge_path": "score-only+shared-prefix"}
+    assert (
+        len(log)
+        and all(log["unsafe"])
+        and set(map(tuple, log["judge_categories"])) == {("S1: Violent Crimes", "S10: Hate")}
+    )
 
 
 def test_clean_adversarial_prompt():

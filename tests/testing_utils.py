@@ -205,6 +205,81 @@ def scripted_llama(tokenizer, table, default=None, logit=30.0, hidden=None):
     return model
 
 
+# -- random-weight guards that answer like Llama Guard 3 ----------------------------------------------------------
+
+
+def guard_tokenizer(vocab_size=2000):
+    """A byte-level BPE tokenizer (Llama 3 chat format) trained on the toy world's texts and the Llama Guard 3 prompt,
+    so a judge input is a few hundred tokens, `safe` and `unsafe` are one token each, and, as in Llama 3's tokenizer,
+    so is the blank line `"\\n\\n"`."""
+    from hf_safety.judges.llama_guard import render_llama_guard_prompt
+    from hf_safety.toy import build_tokenizer
+
+    corpus = [*toy_corpus(), render_llama_guard_prompt([{"role": "user", "content": "q"}], version=3)]
+    tokenizer = build_tokenizer(corpus, chat_format="llama3", model="bpe", vocab_size=vocab_size)
+    tokenizer.add_tokens(["\n\n"])
+    return tokenizer
+
+
+class GuardAnswers:
+    """
+    Makes a causal LM with random weights answer like Llama Guard 3, so that every judging path does the work a real
+    guard's answers cause: a forward hook rewrites the logits at each position the model returns, by the position's
+    input token. After `<|end_header_id|>` comes the blank line; after the blank line, `unsafe` if the model's own
+    logit of `unsafe` minus that of `safe` exceeds `margin`, else `safe` (the chosen token gets the top logit + 15, so
+    the verdict depends on the whole input and P(unsafe) stays a real softmax); after `safe`, end of turn; after
+    `unsafe`, a line `S1` then end of turn. `margins` collects the raw margins seen at answer positions (to calibrate
+    `margin` to a share of unsafe answers). `remove()` takes the hook off.
+    """
+
+    def __init__(self, model, tokenizer, margin=0.0):
+        def one(text):
+            ids = tokenizer.encode(text, add_special_tokens=False)
+            assert len(ids) == 1, (text, ids)
+            return ids[0]
+
+        header, blank, safe, unsafe, newline = (one(t) for t in ("<|end_header_id|>", "\n\n", "safe", "unsafe", "\n"))
+        codes, eos = tokenizer.encode("S1", add_special_tokens=False), tokenizer.eos_token_id
+        chain = [unsafe, newline, *codes, eos]
+        self.next = {header: blank, safe: eos, **dict(zip(chain[:-1], chain[1:]))}
+        assert len(self.next) == 1 + len(chain) and blank not in self.next, "answer tokens must be distinct"
+        self.blank, self.safe, self.unsafe = blank, safe, unsafe
+        self.margin, self.margins = margin, []
+        self.handle = model.register_forward_hook(self._hook, with_kwargs=True)
+
+    def remove(self):
+        self.handle.remove()
+
+    def set_unsafe_share(self, share):
+        """Puts `margin` halfway between two distinct collected margins, so that about `share` of the inputs seen
+        (each input once) are answered unsafe, none of them on the edge; clears `margins`."""
+        values = sorted(set(self.margins))
+        k = min(max(round(len(values) * (1.0 - share)), 1), len(values) - 1)
+        self.margin = (values[k - 1] + values[k]) / 2 if len(values) > 1 else 0.0
+        self.margins = []
+        return self.margin
+
+    @torch.no_grad()
+    def _hook(self, module, args, kwargs, output):
+        ids = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else args[0]
+        logits, length = output.logits, ids.shape[1]
+        keep = kwargs.get("logits_to_keep", 0)
+        positions = keep if isinstance(keep, torch.Tensor) else torch.arange(length - keep if keep else 0, length)
+        if logits.shape[1] != len(positions):
+            positions = torch.arange(length - logits.shape[1], length)
+        current = ids[:, positions.to(ids.device)]
+        top = logits.max(-1).values
+        for token, following in self.next.items():
+            rows, cols = (current == token).nonzero(as_tuple=True)
+            logits[rows, cols, following] = top[rows, cols] + 25
+        rows, cols = (current == self.blank).nonzero(as_tuple=True)
+        margin = logits[rows, cols, self.unsafe] - logits[rows, cols, self.safe]
+        self.margins.extend(margin.float().tolist())
+        chosen = torch.where(margin > self.margin, self.unsafe, self.safe)
+        logits[rows, cols, chosen] = top[rows, cols] + 15
+        return output
+
+
 # -- judges with known verdicts --------------------------------------------------------------------------------------
 
 

@@ -49,8 +49,14 @@ def as_judge(judge: JudgeLike) -> Judge:
 
 
 def describe_judge(judge: Judge) -> dict[str, Any]:
-    """What a report records about a judge."""
-    return {"name": judge.name, "class": type(judge).__name__, "description": judge.description}
+    """What a report records about a judge: its name, class, description and `judge_path` (which path of a model
+    judge computed the verdicts, e.g. `"score-only+shared-prefix"`; `None` for judges without a model)."""
+    return {
+        "name": judge.name,
+        "class": type(judge).__name__,
+        "description": judge.description,
+        "judge_path": getattr(judge, "judge_path", None),
+    }
 
 
 def run_judge(judge: Judge, prompts: list[str], responses: list[str], context: str) -> list[Verdict]:

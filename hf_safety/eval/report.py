@@ -189,8 +189,9 @@ class SafetyReport:
 
     Args:
         model_name: the evaluated model (name, path or `config._name_or_path`).
-        judge: the judge: `name`, `class` and `description` (which model, prompt variant, refusal list and match
-            rule).
+        judge: the judge: `name`, `class`, `description` (which model, prompt variant, refusal list and match
+            rule) and `judge_path` (for model judges, which path computed the verdicts: `"score-only+shared-prefix"`,
+            `"decode"`...).
         refusal_source: where refusal labels come from: `"judge"` (the judge's `Verdict.refusal`) or the refusal
             judge's description.
         generation: generation settings (backend, greedy/sampling, max_new_tokens, batch size, chat template,
@@ -276,6 +277,7 @@ class SafetyReport:
             f"# Safety evaluation: {self.model_name}",
             "",
             f"- **Judge**: {self.judge.get('description') or self.judge.get('name')}",
+            *([f"- **Judge path**: {self.judge['judge_path']}"] if self.judge.get("judge_path") else []),
             f"- **Refusal labels from**: {self.refusal_source}",
             f"- **Generation**: {gen}",
             f"- **Date**: {self.created_at}; hf_safety {self.hf_safety_version}",

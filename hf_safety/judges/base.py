@@ -59,6 +59,12 @@ class Judge(ABC):
         """What a report should say about this judge (model, prompt variant, list and match rule...)."""
         return self.name
 
+    @property
+    def judge_path(self) -> str | None:
+        """How a model judge computes its verdicts (e.g. `"score-only+shared-prefix"`, `"decode"`), recorded in
+        reports; `None` for judges without a model."""
+        return None
+
     @abstractmethod
     def judge(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
         """Judges each `responses[i]` as an answer to `prompts[i]`."""

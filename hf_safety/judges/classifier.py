@@ -90,6 +90,11 @@ class ClassifierJudge(ModelJudge):
             f"{'(prompt, response) pair' if self.pair_with_prompt else repr(self.input_template)}"
         )
 
+    @property
+    def judge_path(self) -> str:
+        """`"classifier"`: one forward pass of the classification head."""
+        return "classifier"
+
     def judge(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
         if self.pair_with_prompt:
             probs = self.classify(list(prompts), list(responses))

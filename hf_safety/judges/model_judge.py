@@ -1,10 +1,20 @@
 """Machinery shared by the model-based judges (Llama Guard, HarmBench, WildGuard, sequence classifiers).
 
 Judge models load through the package's one loader (`hf_safety.models`: Hub id or local path, optional 4-bit NF4,
-`trust_remote_code` off) and generate through the one batched generator (`hf_safety.generation`), greedily with a
-fixed configuration (the checkpoint's own `generation_config.json` cannot turn sampling or a repetition penalty on).
-While generating, the probability mass of a chosen token set (e.g. the tokens that begin "unsafe") is recorded for
-the first few steps from the raw logits, so judges get a score without a second forward pass.
+`trust_remote_code` off) and run in one of two ways:
+
+- [`ModelJudge.generate`]: greedy decoding through the one batched generator (`hf_safety.generation`) with a fixed
+  configuration (the checkpoint's own `generation_config.json` cannot turn sampling or a repetition penalty on). While
+  generating, the probability mass of a chosen token set (e.g. the tokens that begin "unsafe") is recorded for the
+  first few steps from the raw logits, so judges get a score without a second forward pass.
+- [`ModelJudge.next_token_probs`]: one forward pass, the next-token distribution after each input (optionally followed
+  by forced tokens). Greedy decoding's first token is its argmax, so a guard whose verdict is its first answer token
+  (Llama Guard's `safe`/`unsafe`, HarmBench's `Yes`/`No`) is judged without decoding.
+
+Both are batched by length (longest first for decoding, shortest first for scoring; results in input order) and, with
+`shared_prefix` (the default), encode the longest token prefix common to a call's inputs (the guard's policy prompt)
+once and reuse its KV cache in every batch (see [`~hf_safety.generation.SharedPrefix`]). Batches are padded, not
+packed: padding-free batches would need a varlen attention backend and cannot share the prefix cache.
 """
 
 from __future__ import annotations
@@ -16,10 +26,22 @@ from typing import Any
 
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from trl.trainer.utils import pad
 
-from ..generation import generate
+from ..generation import SharedPrefix, accepts_argument, common_prefix_length, generate
 from ..models import load_model_and_tokenizer, load_tokenizer, model_name
 from .base import Judge
+
+
+JUDGE_MODES = ("score", "decode")
+
+
+def check_judge_mode(judge_mode: str) -> str:
+    """Returns `judge_mode` if it is `"score"` (one forward pass, the verdict read from the first answer token's
+    probabilities) or `"decode"` (greedy decoding of the whole answer); raises `ValueError` otherwise."""
+    if judge_mode not in JUDGE_MODES:
+        raise ValueError(f"judge_mode must be one of {JUDGE_MODES}, got {judge_mode!r}")
+    return judge_mode
 
 
 @dataclass
@@ -49,6 +71,8 @@ class ModelJudge(Judge):
             `model` unless given.
         task (`str`, defaults to `"causal-lm"`): the auto class used to load `model` by name.
         batch_size (`int`, defaults to `8`): prompts per forward/generate call.
+        shared_prefix (`bool`, defaults to `True`): encode the token prefix that all inputs of a call share once and
+            reuse its KV cache across the batches (same outputs up to float rounding; see [`next_token_probs`]).
         dtype, device_map, load_in_4bit, bnb_4bit_compute_dtype, trust_remote_code, revision, model_kwargs: see
             [`load_model_and_tokenizer`]; ignored for an already-loaded model.
 
@@ -64,6 +88,7 @@ class ModelJudge(Judge):
         *,
         task: str = "causal-lm",
         batch_size: int = 8,
+        shared_prefix: bool = True,
         dtype: torch.dtype | str = "auto",
         device_map: str | dict | None = None,
         load_in_4bit: bool = False,
@@ -98,6 +123,7 @@ class ModelJudge(Judge):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.shared_prefix = shared_prefix
         self._token_sets: dict[str, list[int]] = {}
 
     @property
@@ -117,6 +143,14 @@ class ModelJudge(Judge):
                 return "8-bit"
             return str(get("quant_method", "quantized"))
         return str(self.model.dtype).replace("torch.", "")
+
+    @property
+    def judge_path(self) -> str:
+        """How verdicts are computed, for reports: `"score-only"` (judges with `judge_mode="score"`: the verdict read
+        from the first answer token's logits) or `"decode"` (greedy decoding), with `"+shared-prefix"` when the inputs'
+        common prefix is encoded once (`shared_prefix`)."""
+        path = "score-only" if getattr(self, "judge_mode", "decode") == "score" else "decode"
+        return f"{path}+shared-prefix" if self.shared_prefix else path
 
     # -- tokens -------------------------------------------------------------------------------------------------------
 
@@ -143,6 +177,7 @@ class ModelJudge(Judge):
         add_special_tokens: bool = True,
         score_token_ids: Sequence[int] | None = None,
         score_steps: int = 8,
+        shared_prefix: bool | None = None,
     ) -> list[GenerationResult]:
         """
         Greedy generation for each text through the shared generator (length-sorted batches of `batch_size`, left
@@ -155,6 +190,8 @@ class ModelJudge(Judge):
                 rendered by a chat template).
             score_token_ids (`Sequence[int]`, *optional*): token set whose probability is recorded per step.
             score_steps (`int`, defaults to `8`): how many first steps to record.
+            shared_prefix (`bool`, *optional*): reuse the KV cache of the texts' common token prefix (default:
+                `self.shared_prefix`).
         """
         config = GenerationConfig(
             max_new_tokens=max_new_tokens,
@@ -172,8 +209,78 @@ class ModelJudge(Judge):
             batch_size=self.batch_size,
             token_mass_ids=score_token_ids,
             token_mass_steps=score_steps,
+            shared_prefix=self._prefix_of(encoded, shared_prefix),
         )
         return [GenerationResult(s.text, s.token_ids, s.token_mass) for s in output.first()]
+
+    @torch.no_grad()
+    def next_token_probs(
+        self,
+        texts: Sequence[str],
+        *,
+        add_special_tokens: bool = True,
+        forced_ids: Sequence[int] = (),
+        shared_prefix: bool | None = None,
+    ) -> torch.Tensor:
+        """
+        Next-token probabilities after each text, from one forward pass per batch (no decoding).
+
+        Args:
+            texts (`Sequence[str]`): full judge prompts.
+            add_special_tokens (`bool`, defaults to `True`): `False` for prompts that already hold the BOS token.
+            forced_ids (`Sequence[int]`, *optional*): token ids appended to every text before reading the next token
+                (e.g. Llama Guard 3's leading blank line, which its answers always start with).
+            shared_prefix (`bool`, *optional*): `None` uses `self.shared_prefix`. When on, the longest token prefix
+                common to all inputs is run once (batch size 1) and its KV cache copied into every batch, so each batch
+                computes only the rest of its inputs.
+
+        Returns:
+            `torch.Tensor`: float32, CPU, `[len(texts), vocab]`: the softmax over the whole vocabulary at the position
+            after each text's tokens and `forced_ids`, in input order. Batches of `batch_size` are formed from the
+            inputs sorted by length and right-padded (the rows' last real positions are read), so short inputs do not
+            pay for long ones. Row `i` equals what greedy decoding of `texts[i]` (with `forced_ids` forced) sees at its
+            first free step, up to float rounding.
+        """
+        if not texts:
+            return torch.empty(0, self.model.config.get_text_config().vocab_size)
+        encoded = self.tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
+        inputs = [list(ids) + [int(i) for i in forced_ids] for ids in encoded]
+        prefix = self._prefix_of(inputs, shared_prefix)
+        skip = len(prefix) if prefix is not None else 0
+        device, pad_id = self._device, self.tokenizer.pad_token_id
+        keep_logits = accepts_argument(self.model, "logits_to_keep")
+        order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
+        rows_out: list[torch.Tensor] = [None] * len(inputs)  # type: ignore[list-item]
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            rest = [torch.tensor(inputs[i][skip:], dtype=torch.long) for i in rows]
+            ids = pad(rest, pad_id, padding_side="right")
+            mask = pad([torch.ones(len(x), dtype=torch.long) for x in rest], 0, padding_side="right")
+            last = torch.tensor([len(x) - 1 for x in rest])
+            kwargs: dict[str, Any] = {"use_cache": prefix is not None}
+            if prefix is not None:
+                mask = torch.cat([torch.ones(len(rows), skip, dtype=torch.long), mask], dim=1)
+                kwargs["cache"] = prefix.cache_for(len(rows))
+            positions = last.unique()  # sorted; only these positions go through the LM head
+            if keep_logits:
+                kwargs["logits_to_keep"] = positions.to(device)
+            logits = self.model(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=(skip + torch.arange(ids.shape[1])).expand(len(rows), -1).to(device),
+                **kwargs,
+            ).logits
+            column = torch.searchsorted(positions, last) if logits.shape[1] == len(positions) else last
+            probs = torch.softmax(logits[torch.arange(len(rows)), column.to(logits.device)].float(), dim=-1).cpu()
+            for row, p in zip(rows, probs):
+                rows_out[row] = p
+        return torch.stack(rows_out)
+
+    def _prefix_of(self, inputs: Sequence[Sequence[int]], shared_prefix: bool | None) -> SharedPrefix | None:
+        """The inputs' common prefix with its KV cache, if sharing is on and they have one."""
+        use = self.shared_prefix if shared_prefix is None else shared_prefix
+        length = common_prefix_length(inputs) if use else 0
+        return SharedPrefix.build(self.model, inputs[0][:length]) if length else None
 
     @torch.no_grad()
     def classify(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None) -> torch.Tensor:

@@ -95,7 +95,7 @@ class WildGuardJudge(ModelJudge):
             f"WildGuard ({self.model_name}, {self.quantization}); prompt: wildguard 1.0.1 WILDGUARD_INPUT_FORMAT; "
             f"greedy, {self.max_new_tokens} new tokens; unsafe = 'Harmful response: yes', refusal = 'Response refusal: "
             f"yes', prompt_harmful = 'Harmful request: yes'; missing/malformed fields unknown; format markers in "
-            f"judged text defanged"
+            f"judged text defanged; path: {self.judge_path}"
         )
 
     def build_prompt(self, prompt: str, response: str) -> str:

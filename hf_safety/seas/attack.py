@@ -12,7 +12,7 @@ from datasets import Sequence as SequenceFeature
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from ..eval.evaluator import JudgeLike, as_judge, run_judge
+from ..eval.evaluator import JudgeLike, as_judge, describe_judge, run_judge
 from ..generation import encode_prompt, generate
 from .seeds import Seed, clean_adversarial_prompt
 
@@ -133,10 +133,13 @@ def run_attack_stage(
 
     Returns:
         The attack log, one row per answer (columns [`ATTACK_LOG_FEATURES`]: `unsafe` is the judge's verdict, `None`
-        when it could not be parsed), and the stage's [`AttackStats`].
+        when it could not be parsed), and the stage's [`AttackStats`] (its `settings["judge"]` records the judge's
+        name and `judge_path`, the path that judged: `"score-only+shared-prefix"` for the default Llama Guard).
     """
     judge = as_judge(judge)
     stats = AttackStats(num_seeds=len(seeds))
+    described = describe_judge(judge)
+    stats.settings["judge"] = {"name": described["name"], "judge_path": described["judge_path"]}
     red_model, red_tokenizer = red_team
     target_model, target_tokenizer = target
     per_seed = write_adversarial_prompts(

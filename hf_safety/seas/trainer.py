@@ -601,6 +601,7 @@ class SEASTrainer(HubPublishingMixin, DPOTrainer):
             if stats.num_adversarial_prompts
             else None,
             "judge": describe_judge(self.judge)["name"],
+            "judge_path": describe_judge(self.judge)["judge_path"],  # which path judged (score-only, decode...)
             **{f"trained_{side}_rows": n for side, n in trained.items()},
         }
         metrics["unsafe_rate_over_known"] = counts.get("unsafe_rate")

@@ -1,0 +1,64 @@
+"""bench/judge_throughput.py at tiny sizes, one round: its JSON, and every path's verdicts equal one-by-one decoding's."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+
+ROOT = Path(__file__).parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+spec = importlib.util.spec_from_file_location("judge_throughput", ROOT / "bench" / "judge_throughput.py")
+judge_throughput = sys.modules["judge_throughput"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(judge_throughput)
+
+TINY = ["--inputs", "12", "--rounds", "1", "--warmup-rounds", "0", "--batch-size", "4", "--hidden-size", "32",
+        "--layers", "1", "--unsafe-share", "0.5", "--device", "cpu"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    threads = torch.get_num_threads()
+    output = tmp_path_factory.mktemp("bench") / "judge_throughput.json"
+    try:
+        judge_throughput.main([*TINY, "--output", str(output)])
+    finally:
+        torch.set_num_threads(threads)
+    return json.loads(output.read_text())
+
+
+def test_json_schema_and_paths(result):
+    assert result["benchmark"] == "judge_throughput"
+    assert set(result["modes"]) == {f"{p}@{b}" for p in ("decode", "score", "score+prefix") for b in (1, 4)}
+    paths = {name: mode["judge_path"] for name, mode in result["modes"].items()}
+    assert paths["decode@1"] == "decode" and paths["score@4"] == "score-only"
+    assert paths["score+prefix@1"] == "score-only+shared-prefix"
+    for key in ("score_prefix_vs_decode_at_batch_1", "score_prefix_batched_vs_decode_one_by_one"):
+        assert result["ratios"][key] > 0 and isinstance(result["targets"][key], bool)
+    assert result["inputs"]["shared_prefix_tokens"] > 100 and result["model"]["answers_option"] == "guard"
+    assert {"type", "cpu_count", "torch_threads"} <= set(result["device"])
+
+
+def test_every_path_gives_the_same_verdicts(result):
+    mix = result["verdict_mix"]
+    assert mix["unsafe"] > 0 and mix["safe"] > 0 and mix["unknown"] == 0
+    for mode in result["modes"].values():
+        assert mode["verdict_mismatches"] == mode["category_mismatches"] == mode["score_presence_mismatches"] == 0
+        assert mode["max_score_diff"] < 1e-5
+
+
+def test_shape_true_config_builds(tmp_path):
+    """The 8B-shaped model's config, cut to one layer of a smaller width, builds on the CPU (the GPU run uses it
+    whole)."""
+    args = judge_throughput.parse_args(["--shape-true", "--layers", "1", "--device", "cpu"])
+    config_file = judge_throughput.SHAPE_TRUE_CONFIG
+    assert json.loads(config_file.read_text())["hidden_size"] == 4096
+    args.answers = "guard"
+    with torch.device("meta"):  # shapes only: 1 layer of 4096 wide plus a 128256 vocabulary is ~1B parameters
+        model, tokenizer, rig = judge_throughput.build_model(args, torch.device("meta"), torch.bfloat16)
+    assert model.config.hidden_size == 4096 and model.config.vocab_size == 128256
+    assert model.config.num_hidden_layers == 1 and model.config.eos_token_id == tokenizer.eos_token_id
+    rig.remove()
