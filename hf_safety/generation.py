@@ -215,6 +215,17 @@ def common_prefix_length(inputs: Sequence[Sequence[int]]) -> int:
     return length
 
 
+def attention_window(model: Any) -> int | None:
+    """The sliding attention window of `model`'s layers (Mistral, Gemma 2, ...), or `None` when every layer sees the
+    whole sequence."""
+    config = model.config.get_text_config()
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None)
+    if not window or (layer_types is not None and "sliding_attention" not in layer_types):
+        return None
+    return int(window)
+
+
 @dataclass
 class SharedPrefix:
     """
@@ -344,6 +355,11 @@ def generate(
         if n != 1:
             raise ValueError("a shared prefix needs num_return_sequences=1")
         shared_prefix.check(inputs)
+        window = attention_window(model)
+        longest = max(map(len, inputs), default=0) + (config.max_new_tokens or 0)
+        if window is not None and longest > window:
+            # the left padding between the prefix and the rest would count inside the window: no sharing
+            shared_prefix = None
     skip = len(shared_prefix) if shared_prefix is not None else 0
     stops = _as_list(config.eos_token_id)
     strings = list(config.stop_strings or [])

@@ -199,9 +199,15 @@ def test_common_prefix_length():
     assert common_prefix_length([[1, 2], [3, 4]]) == 0 and common_prefix_length([[1, 2, 3]]) == 0
 
 
-def test_generate_with_a_shared_prefix_equals_without():
+@pytest.mark.parametrize(
+    "architecture, overrides",
+    # a window shorter than the inputs: the left padding after the prefix would fall inside it, so no sharing
+    [("llama", {}), ("mistral", {"sliding_window": 8})],
+    ids=["llama", "mistral-window"],
+)
+def test_generate_with_a_shared_prefix_equals_without(architecture, overrides):
     tokenizer = build_tokenizer(["a b c d e f g h"], chat_format="llama3", model="word")
-    model = tiny_model(tokenizer, "llama", seed=5, hidden_size=32)
+    model = tiny_model(tokenizer, architecture, seed=5, hidden_size=32, **overrides)
     rng = random.Random(1)
     head = [rng.randrange(5, len(tokenizer)) for _ in range(9)]
     inputs = [head + [rng.randrange(5, len(tokenizer)) for _ in range(n)] for n in (4, 1, 6, 2, 3)]

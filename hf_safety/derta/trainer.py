@@ -31,6 +31,7 @@ from ..data import (
     refusal_token_id,
     sft_rows_to_contract,
 )
+from ..generation import attention_window
 from ..hub.cards import derta_model_card
 from ..hub.metadata import DERTA_FIELDS, card_hyperparameters, is_adapter
 from ..hub.papers import DERTA_PAPER
@@ -111,9 +112,7 @@ def _fused_form_support(model: PreTrainedModel) -> tuple[str | None, int | None]
     layer_types = set(getattr(config, "layer_types", None) or [])
     if len(layer_types) > 1 or not layer_types <= {"full_attention", "sliding_attention"}:
         return f"its layers use attention types {sorted(layer_types)}; one 4-D mask cannot serve them", None
-    if layer_types == {"full_attention"}:
-        return None, None
-    return None, getattr(config, "sliding_window", None)
+    return None, attention_window(model)
 
 
 class _CollatorEpochCallback(TrainerCallback):

@@ -2,6 +2,10 @@
 
 - [`RefusalStringJudge`]: refusal phrase rules and lists (GCG 29/27/13, XSTest 21) with their upstream match rules.
 - [`LlamaGuardJudge`]: Llama Guard 2/3 (strict `safe`/`unsafe` parse, category names, P(unsafe) score).
+  [`LlamaGuard4Judge`]: Llama Guard 4 (its own prompt, text only), same parse and score.
+- [`ShieldGemmaJudge`]: ShieldGemma 2B/9B/27B, P(Yes) per harm-type principle, verdict `score >= threshold`.
+- [`StrongREJECTJudge`]: the StrongREJECT graded score (rubric answered by any local chat model, or the fine-tuned
+  evaluator), `unsafe = score >= threshold`.
 - [`HarmBenchJudge`]: the HarmBench classifiers (repo / card / Mistral prompts, injection-hardened).
 - [`WildGuardJudge`]: WildGuard's three labels (prompt harm, refusal, response harm) with plain `transformers`.
 - [`ClassifierJudge`]: any sequence-classification checkpoint; [`CallableJudge`]: any Python function.
@@ -16,8 +20,11 @@ from .classifier import CallableJudge, ClassifierJudge
 from .factory import JUDGE_NAMES, load_judge, register_judge
 from .harmbench import HarmBenchJudge
 from .llama_guard import LlamaGuardJudge
+from .llama_guard4 import LlamaGuard4Judge
 from .model_judge import ModelJudge
 from .refusal import REFUSAL_LISTS, RefusalStringJudge
+from .shieldgemma import ShieldGemmaJudge
+from .strongreject import StrongREJECTJudge
 from .wildguard import WildGuardJudge
 
 
@@ -29,9 +36,12 @@ __all__ = [
     "HarmBenchJudge",
     "Judge",
     "JudgeOutputError",
+    "LlamaGuard4Judge",
     "LlamaGuardJudge",
     "ModelJudge",
     "RefusalStringJudge",
+    "ShieldGemmaJudge",
+    "StrongREJECTJudge",
     "Verdict",
     "WildGuardJudge",
     "check_verdicts",

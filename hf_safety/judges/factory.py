@@ -22,6 +22,12 @@ JUDGE_NAMES: dict[str, tuple[str, dict[str, Any]]] = {
     "harmbench-card": ("harmbench", {"model": "cais/HarmBench-Llama-2-13b-cls", "variant": "card"}),
     "harmbench-mistral": ("harmbench", {"model": "cais/HarmBench-Mistral-7b-val-cls", "variant": "mistral"}),
     "wildguard": ("wildguard", {"model": "allenai/wildguard"}),
+    "llama-guard-4": ("llama-guard-4", {"model": "meta-llama/Llama-Guard-4-12B"}),
+    "shieldgemma": ("shieldgemma", {"model": "google/shieldgemma-2b"}),
+    "shieldgemma-2b": ("shieldgemma", {"model": "google/shieldgemma-2b"}),
+    "shieldgemma-9b": ("shieldgemma", {"model": "google/shieldgemma-9b"}),
+    "shieldgemma-27b": ("shieldgemma", {"model": "google/shieldgemma-27b"}),
+    "strongreject-finetuned": ("strongreject", {"model": "qylu4156/strongreject-15k-v1", "evaluator": "finetuned"}),
 }
 # Names registered by other packages (`register_judge`): name -> factory(**kwargs) -> Judge
 _REGISTERED: dict[str, Callable[..., Judge]] = {}
@@ -36,6 +42,10 @@ _PREFIXES: dict[str, tuple[str, dict[str, Any]]] = {
     "harmbench-mistral": ("harmbench", {"variant": "mistral"}),
     "wildguard": ("wildguard", {}),
     "classifier": ("classifier", {}),
+    "llama-guard-4": ("llama-guard-4", {}),
+    "shieldgemma": ("shieldgemma", {}),
+    "strongreject": ("strongreject", {"evaluator": "rubric"}),
+    "strongreject-finetuned": ("strongreject", {"evaluator": "finetuned"}),
 }
 
 
@@ -93,6 +103,18 @@ def _build(kind: str, kwargs: dict[str, Any]) -> Judge:
         from .wildguard import WildGuardJudge
 
         return WildGuardJudge(**kwargs)
+    if kind == "llama-guard-4":
+        from .llama_guard4 import LlamaGuard4Judge
+
+        return LlamaGuard4Judge(**kwargs)
+    if kind == "shieldgemma":
+        from .shieldgemma import ShieldGemmaJudge
+
+        return ShieldGemmaJudge(**kwargs)
+    if kind == "strongreject":
+        from .strongreject import StrongREJECTJudge
+
+        return StrongREJECTJudge(**kwargs)
     from .classifier import ClassifierJudge
 
     return ClassifierJudge(**kwargs)
@@ -101,11 +123,20 @@ def _build(kind: str, kwargs: dict[str, Any]) -> Judge:
 def _guess_kind(path: str) -> tuple[str, dict[str, Any]]:
     """Judge kind of a local model folder: from its config's architecture, else from its name."""
     config_file = Path(path) / "config.json"
+    model_type = None
     if config_file.is_file():
-        architectures = json.loads(config_file.read_text()).get("architectures") or []
+        config = json.loads(config_file.read_text())
+        architectures = config.get("architectures") or []
         if any(a.endswith("ForSequenceClassification") for a in architectures):
             return "classifier", {}
+        model_type = config.get("model_type")
     name = Path(path).resolve().name.lower()
+    if "shieldgemma" in name:
+        return "shieldgemma", {}
+    if "strongreject" in name:
+        return "strongreject", {"evaluator": "finetuned"}
+    if "guard" in name and ("guard-4" in name or model_type in ("llama4", "llama4_text")):
+        return "llama-guard-4", {}
     if "wildguard" in name:
         return "wildguard", {}
     if "harmbench" in name:
@@ -114,7 +145,10 @@ def _guess_kind(path: str) -> tuple[str, dict[str, Any]]:
         return "llama-guard", {"version": 2} if "guard-2" in name else {}
     raise ValueError(
         f"cannot tell which judge the model at {path!r} is; name it: "
-        + ", ".join(f"'{prefix}:{path}'" for prefix in ("llama-guard-3", "harmbench", "wildguard", "classifier"))
+        + ", ".join(
+            f"'{prefix}:{path}'"
+            for prefix in ("llama-guard-3", "llama-guard-4", "shieldgemma", "harmbench", "wildguard", "classifier")
+        )
     )
 
 
@@ -128,12 +162,18 @@ def load_judge(name_or_spec: str | Judge | Callable, **kwargs: Any) -> Judge:
       `"xstest-strings"` (XSTest 21 prefixes), `"llama-guard-3"`
       (`meta-llama/Llama-Guard-3-8B`), `"llama-guard-3-1b"`, `"llama-guard-2"` (`meta-llama/Meta-Llama-Guard-2-8B`),
       `"harmbench"` (`cais/HarmBench-Llama-2-13b-cls`, repo prompt), `"harmbench-card"` (card prompt),
-      `"harmbench-mistral"` (`cais/HarmBench-Mistral-7b-val-cls`), `"wildguard"` (`allenai/wildguard`);
+      `"harmbench-mistral"` (`cais/HarmBench-Mistral-7b-val-cls`), `"wildguard"` (`allenai/wildguard`),
+      `"llama-guard-4"` (`meta-llama/Llama-Guard-4-12B`, text only), `"shieldgemma"` / `"shieldgemma-2b"` /
+      `"shieldgemma-9b"` / `"shieldgemma-27b"` (`google/shieldgemma-*`), `"strongreject-finetuned"` (StrongREJECT's
+      fine-tuned evaluator `qylu4156/strongreject-15k-v1`, graded score);
     - `"refusal:LIST"` with a rule or list name (`hf-safety`, `gcg-29`, `gcg-27`, `gcg-13`, `xstest-21`);
-    - `"KIND:MODEL"`, `KIND` one of `llama-guard`, `llama-guard-2`, `llama-guard-3`, `harmbench`, `harmbench-card`,
-      `harmbench-mistral`, `wildguard`, `classifier`, and `MODEL` a Hub id or a local folder;
+    - `"KIND:MODEL"`, `KIND` one of `llama-guard`, `llama-guard-2`, `llama-guard-3`, `llama-guard-4`, `harmbench`,
+      `harmbench-card`, `harmbench-mistral`, `wildguard`, `shieldgemma`, `strongreject` (the StrongREJECT rubric
+      answered by the chat model `MODEL`), `strongreject-finetuned`, `classifier`, and `MODEL` a Hub id or a local
+      folder;
     - a local folder: a sequence-classification checkpoint becomes a [`ClassifierJudge`]; otherwise the kind is
-      guessed from the folder name (`wildguard`, `harmbench`, `guard`) or an error asks for `KIND:PATH`;
+      guessed from the folder name (`wildguard`, `harmbench`, `shieldgemma`, `strongreject` (fine-tuned evaluator),
+      `guard-4` or a Llama 4 `guard` (Llama Guard 4), `guard`) or an error asks for `KIND:PATH`;
     - a [`Judge`] (returned as is) or a callable (wrapped in a [`CallableJudge`]);
     - a name registered with [`register_judge`] (e.g. `"toy-seas"`, once `hf_safety.toy` is imported).
 
@@ -153,6 +193,13 @@ def load_judge(name_or_spec: str | Judge | Callable, **kwargs: Any) -> Judge:
         return _build(kind, {**defaults, **kwargs})
     if spec in _REGISTERED:
         return _REGISTERED[spec](**kwargs)
+    if spec == "strongreject":  # the rubric needs a chat model to answer it
+        if "model" in kwargs:
+            return _build("strongreject", {"evaluator": "rubric", **kwargs})
+        raise ValueError(
+            "the StrongREJECT rubric needs a judge model: use 'strongreject:MODEL' (a local chat model or Hub id) or "
+            "'strongreject-finetuned' (the fine-tuned evaluator)"
+        )
     prefix, sep, argument = spec.partition(":")
     if sep and prefix in _PREFIXES and argument:
         kind, defaults = _PREFIXES[prefix]
