@@ -1,6 +1,7 @@
 """
-DeRTa's fused form against its naive form (time per harmful row, peak memory) and against a plain SFT step (time per
-trained token), on the same rows, the same sampled prefix lengths and identically initialised models.
+DeRTa's fused form, padded and padding-free, against its naive form (time per harmful row, peak memory) and against a
+plain SFT step (time per trained token), on the same rows, the same sampled prefix lengths and identically initialised
+models.
 
 Run (CPU, offline; a few minutes on 2 cores with the defaults):
 
@@ -22,30 +23,32 @@ layers, the model built by `bench/qlora_gpu.py`'s `build_qlora_model`), `--activ
 
 What is compared. Synthetic pre-tokenized rows (random words of a generated vocabulary, through
 `hf_safety.toy.build_tokenizer`'s word-level tokenizer): each micro-batch has `--harmful-rows` harmful rows (prompt,
-harmful answer, safe answer) and `--benign-rows` benign rows (prompt, answer). Three trainers on identically
+harmful answer, safe answer) and `--benign-rows` benign rows (prompt, answer). Four trainers on identically
 initialised models:
 
 - `naive`: `DeRTaTrainer(derta_form="naive")`: per harmful row, `P h1..hk S` (harmful-prefix MLE) and `P H` (RTO);
 - `fused`: `DeRTaTrainer(derta_form="fused")`: per harmful row one tree-masked sequence `P H x S` (4-D mask);
+- `fused_padding_free`: the same with `padding_free=True`: the batch's sequences in one row, no padding (one 4-D
+  mask for the row, block-diagonal over the sequences);
 - `sft`: as in `bench/derta_overhead.py`, a plain `trl.SFTTrainer` on exactly the sequences the naive collator builds
   (`input_ids` + `labels`, unpadded, grouped into the same batches): the same trained (labelled) tokens as both DeRTa
   forms, trained as ordinary SFT sequences.
 
-Both DeRTa collators draw `k` from the same seed and row indices (checked: the fused batch's prefix lengths are the
-naive batch's), and the two forms' losses on the first benched batch are computed with the same model and recorded
+The DeRTa collators draw `k` from the same seed and row indices (checked: the fused batches' prefix lengths are the
+naive batch's), and the arms' losses on the first benched batch are computed with the same model and recorded
 (`loss_check`; equal to float32 round-off). One step is timed as `bench/derta_overhead.py`'s `step` does it (fetch,
 collate, `training_step`, optimizer), the three trainers interleaved (order rotating per step and round) after warm-up
 rounds; each step's time is its median over the rounds, summed over the steps. Reported: time per harmful row (the
-round's time / harmful rows in it; the benign rows' cost is included, as in training), `fused / naive` of it, and
-`fused / sft` and `naive / sft` per labelled token (`labels[..., 1:] != -100`, the same count for all three). The sum
+round's time / harmful rows in it; the benign rows' cost is included, as in training), `fused / naive` and
+`fused_padding_free / naive` of it, and each arm over `sft` per labelled token (`labels[..., 1:] != -100`, the same count for all three). The sum
 of per-step minima and the median of per-round ratios are kept beside the medians as cross-checks.
 
-Peak memory is measured per DeRTa form in its own subprocess (so one form's peak does not hide the other's), over
+Peak memory is measured per DeRTa arm in its own subprocess (so one form's peak does not hide the other's), over
 `--warmup-rounds` + 2 rounds of the same steps: on CPU the peak RSS over the steps (`VmHWM`, reset before the first
 step) and its rise over the RSS before the first step; on CUDA `torch.cuda.max_memory_allocated` (reset once the
 trainer is built).
 
-Targets (issue 13): fused <= 0.75x naive time per harmful row; fused <= 1.05x SFT per trained token; fused peak
+Targets (issue 13), for both fused arms: <= 0.75x naive time per harmful row; <= 1.05x SFT per trained token; peak
 memory <= naive.
 """
 
@@ -76,9 +79,29 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))  # this checkout's hf_safety, installed or not
 sys.path.insert(0, str(BENCH))  # the other benches' helpers
 
-FORMS = ("naive", "fused")
+# The DeRTa arms: the trainer settings of each
+ARMS = {
+    "naive": {"derta_form": "naive"},
+    "fused": {"derta_form": "fused"},
+    "fused_padding_free": {"derta_form": "fused", "padding_free": True},
+}
+FORMS = tuple(ARMS)
 TRAINERS = (*FORMS, "sft")
-TARGETS = {"fused_over_naive_per_harmful_row": 0.75, "fused_over_sft_per_trained_token": 1.05}
+TARGETS = {
+    "fused_over_naive_per_harmful_row": 0.75,
+    "fused_padding_free_over_naive_per_harmful_row": 0.75,
+    "fused_over_sft_per_trained_token": 1.05,
+    "fused_padding_free_over_sft_per_trained_token": 1.05,
+}
+# Ratios reported: name -> (numerator, denominator); per harmful row and per trained token are the same ratio, as
+# every arm trains the same rows and tokens
+RATIOS = {
+    "fused_over_naive_per_harmful_row": ("fused", "naive"),
+    "fused_padding_free_over_naive_per_harmful_row": ("fused_padding_free", "naive"),
+    "fused_over_sft_per_trained_token": ("fused", "sft"),
+    "fused_padding_free_over_sft_per_trained_token": ("fused_padding_free", "sft"),
+    "naive_over_sft_per_trained_token": ("naive", "sft"),
+}
 REFUSAL = "Sorry"
 MiB = 2**20
 
@@ -246,13 +269,13 @@ def build(args, workdir: str, names=TRAINERS) -> dict:
     for form in derta_forms:
         trainer = DeRTaTrainer(
             model=make_model(),
-            args=DeRTaConfig(output_dir=os.path.join(workdir, form), derta_form=form, **common),
+            args=DeRTaConfig(output_dir=os.path.join(workdir, form), **ARMS[form], **common),
             train_dataset=rows,
             processing_class=tokenizer,
             peft_config=peft_config,
         )
-        if trainer.derta_form != form:
-            raise RuntimeError(f"DeRTaTrainer fell back from derta_form={form!r} to {trainer.derta_form!r}")
+        if trainer.derta_form != ARMS[form]["derta_form"]:
+            raise RuntimeError(f"DeRTaTrainer fell back from {ARMS[form]} to derta_form={trainer.derta_form!r}")
         if trainer.refusal_token_id != tokenizer.convert_tokens_to_ids(REFUSAL):
             raise RuntimeError(f"unexpected RTO target {trainer.refusal_token_id}")
         trainer_rows = trainer._remove_unused_columns(trainer.train_dataset, description="training")
@@ -260,12 +283,12 @@ def build(args, workdir: str, names=TRAINERS) -> dict:
         setup["reference"][form] = [trainer.data_collator(trainer_rows.__getitems__(b)) for b in batches]
         setup[form] = (trainer, trainer_rows, batches)
 
-    if "naive" in setup["reference"] and "fused" in setup["reference"]:
-        for naive, fused in zip(setup["reference"]["naive"], setup["reference"]["fused"]):
+    for form in set(setup["reference"]) - {"naive"} if "naive" in setup["reference"] else ():
+        for naive, fused in zip(setup["reference"]["naive"], setup["reference"][form]):
             k_naive = naive["harmful_prefix_length"][naive["sequence_kind"] == HARMFUL_PREFIX]
             k_fused = fused["harmful_prefix_length"][fused["sequence_kind"] == FUSED]
             if not torch.equal(k_naive, k_fused) or len(k_fused) != args.harmful_rows:
-                raise RuntimeError(f"the forms drew different prefix lengths: {k_naive.tolist()} {k_fused.tolist()}")
+                raise RuntimeError(f"{form} drew other prefix lengths: {k_naive.tolist()} {k_fused.tolist()}")
 
     if "sft" in names:
         sequences, sft_batches = [], []
@@ -305,7 +328,8 @@ def build(args, workdir: str, names=TRAINERS) -> dict:
                 "labelled": int((batch["labels"][..., 1:] != -100).sum()),
                 "input": int(setup[form][0]._prepare_attention_mask(dict(batch))),
                 "padded": batch["input_ids"].numel(),
-                "sequences": batch["input_ids"].shape[0],
+                "sequences": len(batch["sequence_kind"]),
+                "rows": batch["input_ids"].shape[0],
             }
             for batch in reference
         ]
@@ -313,7 +337,7 @@ def build(args, workdir: str, names=TRAINERS) -> dict:
 
 
 def loss_check(setup) -> dict:
-    """Both forms' losses on the first benched batch, with the same model (the naive trainer's, before any step)."""
+    """Every arm's loss on the first benched batch, with the same model (the naive trainer's, before any step)."""
     import torch
 
     trainer = setup["naive"][0]
@@ -323,7 +347,7 @@ def loss_check(setup) -> dict:
             batch = trainer._prepare_inputs(dict(setup["reference"][form][0]))
             num_items = (batch["labels"][..., 1:] != -100).sum()
             losses[form] = float(trainer.compute_loss(trainer.model, batch, num_items_in_batch=num_items))
-    return {**losses, "abs_diff": abs(losses["naive"] - losses["fused"])}
+    return {**losses, "abs_diff": max(abs(losses["naive"] - losses[form]) for form in FORMS)}
 
 
 def clock_for(device):
@@ -368,8 +392,9 @@ def measure(setup, args) -> list:
         label = "warmup" if r < args.warmup_rounds else f"round {r - args.warmup_rounds + 1}/{args.rounds}"
         total = {name: sum(sum(p[name].values()) for p in parts) for name in TRAINERS}
         print(
-            f"  {label:>12}: naive {total['naive']:7.3f}s  fused {total['fused']:7.3f}s  sft {total['sft']:7.3f}s"
-            f"  fused/naive {total['fused'] / total['naive']:.3f}  fused/sft {total['fused'] / total['sft']:.3f}",
+            f"  {label:>12}: " + "  ".join(f"{name} {total[name]:7.3f}s" for name in TRAINERS)
+            + f"  fused/naive {total['fused'] / total['naive']:.3f}"
+            + f"  fused_padding_free/naive {total['fused_padding_free'] / total['naive']:.3f}",
             flush=True,
         )
     return rounds
@@ -379,7 +404,7 @@ def summarize(rounds, tokens, args) -> dict:
     med = statistics.median
     n_steps = len(rounds[0])
     labelled = sum(t["labelled"] for t in tokens["naive"])
-    if labelled != sum(t["labelled"] for t in tokens["fused"]):
+    if any(labelled != sum(t["labelled"] for t in tokens[form]) for form in FORMS):
         raise RuntimeError("the forms train different numbers of tokens")
     harmful_rows = args.harmful_rows * n_steps
 
@@ -401,16 +426,8 @@ def summarize(rounds, tokens, args) -> dict:
             for rd in rounds
         ]
 
-    ratios = {
-        "fused_over_naive_per_harmful_row": seconds["fused"] / seconds["naive"],
-        "fused_over_sft_per_trained_token": seconds["fused"] / seconds["sft"],
-        "naive_over_sft_per_trained_token": seconds["naive"] / seconds["sft"],
-    }
-    pairs = {
-        "fused_over_naive_per_harmful_row": ("fused", "naive"),
-        "fused_over_sft_per_trained_token": ("fused", "sft"),
-        "naive_over_sft_per_trained_token": ("naive", "sft"),
-    }
+    pairs = RATIOS
+    ratios = {key: seconds[a] / seconds[b] for key, (a, b) in pairs.items()}
     return {
         "labelled_tokens_per_round": labelled,
         "harmful_rows_per_round": harmful_rows,
@@ -498,8 +515,9 @@ def memory(args, argv) -> dict:
             print(f"memory: {form} in its own process ...", flush=True)
             subprocess.run(cmd, check=True, timeout=args.timeout)
             results[form] = json.loads(out.read_text())
-    results["fused_over_naive_peak"] = results["fused"]["peak_mib"] / results["naive"]["peak_mib"]
-    results["fused_over_naive_rise"] = results["fused"]["rise_mib"] / max(results["naive"]["rise_mib"], 1e-9)
+    for form in FORMS[1:]:
+        results[f"{form}_over_naive_peak"] = results[form]["peak_mib"] / results["naive"]["peak_mib"]
+        results[f"{form}_over_naive_rise"] = results[form]["rise_mib"] / max(results["naive"]["rise_mib"], 1e-9)
     return results
 
 
@@ -537,11 +555,14 @@ def run(args, argv=()) -> dict:
             f"vocab={config.vocab_size}, {n_params / 1e6:.2f}M params ({trainable / 1e6:.2f}M trainable), "
             f"{'4-bit + LoRA, ' if args.load_in_4bit else ''}activation checkpointing "
             f"{'on' if args.activation_checkpointing else 'off'}; device {device}; {args.steps} steps x "
-            f"({args.harmful_rows} harmful + {args.benign_rows} benign rows): naive "
-            f"{sum(t['sequences'] for t in tokens['naive'])} sequences / {sum(t['input'] for t in tokens['naive'])} "
-            f"input tokens, fused {sum(t['sequences'] for t in tokens['fused'])} / "
-            f"{sum(t['input'] for t in tokens['fused'])}; loss naive {checked['naive']:.6f} fused "
-            f"{checked['fused']:.6f} (|diff| {checked['abs_diff']:.2e}); setup {time.perf_counter() - started:.1f}s",
+            f"({args.harmful_rows} harmful + {args.benign_rows} benign rows): "
+            + ", ".join(
+                f"{form} {sum(t['sequences'] for t in tokens[form])} sequences in {sum(t['rows'] for t in tokens[form])}"
+                f" rows, {sum(t['input'] for t in tokens[form])} input / {sum(t['padded'] for t in tokens[form])} "
+                f"padded tokens, loss {checked[form]:.6f}"
+                for form in FORMS
+            )
+            + f" (max |diff| {checked['abs_diff']:.2e}); setup {time.perf_counter() - started:.1f}s",
             flush=True,
         )
         t_measure = time.perf_counter()
@@ -555,10 +576,11 @@ def run(args, argv=()) -> dict:
     ratio = summary["ratio"]
     passes = {key: ratio[key] <= target for key, target in TARGETS.items()}
     if mem is not None:
-        passes["fused_peak_memory_not_above_naive"] = mem["fused"]["peak_mib"] <= mem["naive"]["peak_mib"]
+        for form in FORMS[1:]:
+            passes[f"{form}_peak_memory_not_above_naive"] = mem[form]["peak_mib"] <= mem["naive"]["peak_mib"]
     result = {
         "benchmark": "derta_fused",
-        "targets": {**TARGETS, "fused_over_naive_peak_memory": 1.0},
+        "targets": {**TARGETS, **{f"{form}_over_naive_peak_memory": 1.0 for form in FORMS[1:]}},
         "pass": passes,
         **summary,
         "memory": mem,
@@ -589,7 +611,8 @@ def report(result: dict) -> None:
     ratio, per_row = result["ratio"], result["seconds_per_harmful_row"]
     print(
         f"\ntime per harmful row (each step's median of {result['config']['rounds']} rounds; benign rows included): "
-        f"naive {per_row['naive'] * 1e3:.1f} ms, fused {per_row['fused'] * 1e3:.1f} ms; per trained token: "
+        + ", ".join(f"{form} {per_row[form] * 1e3:.1f} ms" for form in FORMS)
+        + "; per trained token: "
         + ", ".join(f"{k} {v:.1f} us" for k, v in result["us_per_trained_token"].items())
     )
     for key, target in TARGETS.items():
@@ -601,15 +624,19 @@ def report(result: dict) -> None:
     print(f"naive_over_sft_per_trained_token: {ratio['naive_over_sft_per_trained_token']:.3f}x")
     mem = result["memory"]
     if mem is not None:
-        verdict = "PASS" if result["pass"]["fused_peak_memory_not_above_naive"] else "FAIL"
         print(
-            f"peak memory ({mem['naive']['measure']}, one process per form): naive {mem['naive']['peak_mib']:.0f} MiB "
-            f"(+{mem['naive']['rise_mib']:.0f} over the steps), fused {mem['fused']['peak_mib']:.0f} MiB "
-            f"(+{mem['fused']['rise_mib']:.0f}) -> fused/naive {mem['fused_over_naive_peak']:.3f} -> {verdict}"
+            f"peak memory ({mem['naive']['measure']}, one process per arm): naive {mem['naive']['peak_mib']:.0f} MiB "
+            f"(+{mem['naive']['rise_mib']:.0f} over the steps)"
         )
+        for form in FORMS[1:]:
+            verdict = "PASS" if result["pass"][f"{form}_peak_memory_not_above_naive"] else "FAIL"
+            print(
+                f"  {form} {mem[form]['peak_mib']:.0f} MiB (+{mem[form]['rise_mib']:.0f}) -> {form}/naive "
+                f"{mem[f'{form}_over_naive_peak']:.3f} -> {verdict}"
+            )
     check = result["loss_check"]
     print(
-        f"loss on the first batch: naive {check['naive']:.6f}, fused {check['fused']:.6f}, "
+        "loss on the first batch: " + ", ".join(f"{form} {check[form]:.6f}" for form in FORMS) + ", "
         f"|diff| {check['abs_diff']:.2e}"
     )
 

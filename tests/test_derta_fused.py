@@ -77,6 +77,36 @@ def test_fused_layout_by_hand(forced_prefixes, monkeypatch):
     assert mask[1, 5].tolist() == [1, 1, 0, 0, 0, 0, 0, 0, 0]
 
 
+def test_padding_free_layouts_by_hand(forced_prefixes, monkeypatch):
+    monkeypatch.setitem(FORCED_K, 4, 2)
+    row = {"prompt_ids": [1, 2], "chosen_ids": [9, 5, 3], "rejected_ids": [6, 7, 8], "row_index": 4}
+    benign = [
+        {"prompt_ids": [1], "chosen_ids": [4, 3], "rejected_ids": [], "row_index": 1},
+        {"prompt_ids": [1], "chosen_ids": [5], "chosen_labels": [5], "rejected_ids": [], "row_index": 3},
+    ]
+    # naive: one row, (a) (b) and the benign sequences one after the other, no mask, first labels dropped
+    naive = DeRTaCollator(pad_token_id=0, refusal_token_id=9, return_sequence_kind=True, padding_free=True)
+    batch = naive([row, *benign])
+    assert batch["input_ids"].tolist() == [[1, 2, 6, 7, 9, 5, 3, 1, 2, 6, 7, 8, 1, 4, 3, 1, 5]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3, 4, 0, 1, 2, 0, 1]]
+    assert batch["labels"].tolist() == [[-100] * 4 + [9, 5, 3] + [-100, -100, 9, 9, 9] + [-100, 4, 3, -100, 5]]
+    assert batch["label_is_rto"].tolist() == [[False] * 7 + [True] * 5 + [False] * 5]
+    assert "attention_mask" not in batch and batch["cu_seq_lens_q"].tolist() == [0, 7, 12, 15, 17]
+    assert batch["max_length_q"] == 7 and batch["sequence_kind"].tolist() == [1, 2, 0, 0]
+    # fused: rows as long as the longest sequence (P H x S, 9 tokens), best fit: the benign rows share one
+    fused = dataclasses.replace(naive, derta_form="fused")
+    batch = fused([row, *benign])
+    assert batch["input_ids"].tolist() == [[1, 2, 6, 7, 8, 7, 9, 5, 3], [1, 4, 3, 1, 5, 0, 0, 0, 0]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 4, 3, 4, 5, 6], [0, 1, 2, 0, 1, 0, 0, 0, 0]]
+    assert batch["labels"][1].tolist() == [-100, 4, 3, -100, 5] + [-100] * 4
+    mask = batch["attention_mask"][:, 0].int()
+    assert mask[0, 8].tolist() == [1, 1, 1, 0, 0, 1, 1, 1, 1]  # the tree, as in the padded layout
+    assert mask[1, 2].tolist() == [1, 1, 1, 0, 0, 0, 0, 0, 0]  # first benign sequence: causal, on its own
+    assert mask[1, 4].tolist() == [0, 0, 0, 1, 1, 0, 0, 0, 0]  # the second sees only itself
+    assert mask[1, 6].tolist() == [1, 0, 0, 0, 0, 0, 0, 0, 0]  # padding: the row's first token, never itself
+    assert mask.diagonal(dim1=-2, dim2=-1).sum() == 9 + 5  # what the trainer counts as input tokens: no padding
+
+
 MODELS = {
     "llama-sdpa": ("llama3_tokenizer", "llama", {}),
     "llama-eager": ("llama3_tokenizer", "llama", {"attn_implementation": "eager"}),
@@ -124,7 +154,13 @@ def test_fused_matches_naive_loss_and_gradients(name, lora, request, dataset, tm
     for form in ("naive", "fused"):
         collator = dataclasses.replace(fused if form == "fused" else naive, padding_free=True, pad_to_multiple_of=8)
         batch = collator(rows)
-        assert batch["input_ids"].shape[0] == 1 and batch["input_ids"].shape[1] % 8 == 0
+        assert batch["input_ids"].shape[1] % 8 == 0
+        if form == "naive":  # one row
+            assert batch["input_ids"].shape[0] == 1
+        else:  # rows as long as the longest sequence, with fewer padding tokens than one sequence per row
+            longest = fused_batch["attention_mask"][:, 0].diagonal(dim1=-2, dim2=-1).sum(-1).max()
+            assert batch["input_ids"].shape[0] <= len(batch["sequence_kind"])
+            assert batch["input_ids"].shape[1] == -(-longest // 8) * 8
         assert ("attention_mask" in batch) == (form == "fused")  # naive: the model splits on the position ids
         assert batch["sequence_kind"].tolist() == (fused_batch if form == "fused" else naive_batch)["sequence_kind"].tolist()
         loss, items, grads = loss_and_grads(trainer, batch)

@@ -43,6 +43,23 @@ class _Record:
         return dataclasses.replace(self, labels=[-100] + self.labels[1:])
 
 
+def _pack(records: list[_Record], capacity: int) -> list[list[_Record]]:
+    """Best-fit decreasing: the records in as few rows of at most `capacity` tokens as it finds."""
+    rows: list[list[_Record]] = []
+    room: list[int] = []
+    for record in sorted(records, key=lambda r: -len(r.input_ids)):
+        size = len(record.input_ids)
+        fits = [i for i, left in enumerate(room) if left >= size]
+        if fits:
+            best = min(fits, key=lambda i: room[i])
+            rows[best].append(record)
+            room[best] -= size
+        else:
+            rows.append([record])
+            room.append(capacity - size)
+    return rows
+
+
 @dataclass
 class DeRTaCollator(DataCollatorMixin):
     """
@@ -82,7 +99,7 @@ class DeRTaCollator(DataCollatorMixin):
     a custom 4-D mask and `position_ids` (sdpa; eager after turning the mask additive, as [`DeRTaTrainer`] does). A
     fused sequence is at most `len(P) + len(H) + 1 + len(S)` tokens, so it may exceed `max_length`.
 
-    With `padding_free=True` the batch is one row of every sequence one after the other (see the argument), with
+    With `padding_free=True` the sequences are packed one after the other (see the argument), with
     `position_ids` and, with `return_sequence_kind=True`, `label_is_rto`; `sequence_kind` and `harmful_prefix_length`
     stay per sequence.
 
@@ -107,11 +124,13 @@ class DeRTaCollator(DataCollatorMixin):
             `"fused"` (one tree-masked sequence; the model must take a 4-D mask).
         sliding_window (`int`, *optional*): with `derta_form="fused"`, the model's attention window (e.g. Mistral's
             `sliding_window`), applied on the position ids since a custom mask replaces the model's own.
-        padding_free (`bool`, defaults to `False`): put every sequence of the batch in one row, one after the other,
-            with `position_ids` restarting at each sequence (TRL's `padding_free`; the first label of each sequence
-            is dropped, as a causal LM never scores it). Naive form: no `attention_mask`, so the model separates the
-            sequences by their position ids (with flash attention, through `cu_seq_lens_q/k` as TRL passes them);
-            fused form: the row's tree mask, one block per sequence.
+        padding_free (`bool`, defaults to `False`): put the batch's sequences one after the other with `position_ids`
+            restarting at each sequence (TRL's `padding_free`; the first label of each sequence is dropped, as a
+            causal LM never scores it). Naive form: one row and no `attention_mask`, so the model separates the
+            sequences by their position ids (with flash attention, through `cu_seq_lens_q/k` as TRL passes them).
+            Fused form: rows of at most the batch's longest sequence (best-fit decreasing), each with its tree mask,
+            one block per sequence: a 4-D mask costs the square of its row's length, so one long row would cost more
+            attention than it saves in padding.
 
     Example:
     ```python
@@ -255,7 +274,7 @@ class DeRTaCollator(DataCollatorMixin):
         """
         Boolean `(length, length)` mask of one row holding `records` one after the other (right-padded): causal inside
         each record, nothing across records; a fused record's branch (`x S`) sees only the keys before `visible` and
-        itself. A padding query attends to itself only (with the row's own padding in the padded layout).
+        itself. Padding queries attend to real keys only.
         """
         record_of = torch.full((length,), -1)
         local = torch.arange(length)
@@ -273,18 +292,22 @@ class DeRTaCollator(DataCollatorMixin):
             local[None, :] >= start[:, None]
         )
         mask = same & (kv <= q) & branch
-        if len(records) == 1:  # the padded layout: padding attends to the real tokens (a row is never empty)
-            mask |= (record_of[:, None] < 0) & (record_of[None, :] >= 0)
-        else:  # padding-free: each padding token stands alone
-            mask |= (q == kv) & (record_of[:, None] < 0)
+        # Padding attends to real tokens only (never to itself, so it is not counted as input; a row is never empty):
+        # all of them in the padded layout, the row's first token when several sequences share the row
+        padding = record_of[:, None] < 0
+        mask |= padding & ((record_of[None, :] >= 0) if len(records) == 1 else (kv == 0))
         if self.sliding_window is not None:
             mask &= position_ids[:, None] - position_ids[None, :] < self.sliding_window
         return mask
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         records = self._records(examples)
-        if self.padding_free:  # every sequence of the batch in one row, position ids restarting per sequence
-            rows = [[record.unscored_first_label() for record in records]]
+        fused = any(record.sequence_kind == FUSED for record in records)
+        if self.padding_free:  # sequences one after the other, position ids restarting per sequence
+            records = [record.unscored_first_label() for record in records]
+            # the naive form: one row (the model splits it by position ids; flash attention without any waste). The
+            # fused form's mask is dense, quadratic in a row's length: rows as long as the longest sequence instead
+            rows = _pack(records, max(len(r.input_ids) for r in records)) if fused else [records]
         else:
             rows = [[record] for record in records]
 
@@ -294,7 +317,6 @@ class DeRTaCollator(DataCollatorMixin):
 
         input_ids, labels, position_ids = column("input_ids", self.pad_token_id), column("labels", -100), None
         output = {"input_ids": input_ids}
-        fused = any(record.sequence_kind == FUSED for record in records)
         if fused or self.padding_free:
             position_ids = column("position_ids", 0)
             output["position_ids"] = position_ids
