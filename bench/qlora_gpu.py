@@ -273,7 +273,8 @@ def build_qlora_model(config, quant, device, dtype):
 
 
 def synthetic_rows(num_rows: int, seq_len: int, vocab_size: int, seed: int = 0):
-    """Pre-tokenized harmful rows (the data contract's tokenized columns) giving two `seq_len`-token sequences."""
+    """Pre-tokenized harmful rows (the data contract's tokenized columns) giving two `seq_len`-token sequences (naive
+    form; the fused form makes one sequence of prompt + harmful answer + 1 + safe answer of them)."""
     import torch
     from datasets import Dataset
 
@@ -371,7 +372,8 @@ def measure(name: str, num_layers: int | None, args: argparse.Namespace) -> dict
             callbacks=[timer],
         )
         batch = trainer.data_collator([trainer.train_dataset[i] for i in range(micro_batch)])
-        sequences, tokens = batch["input_ids"].shape[0], int(batch["attention_mask"].sum())
+        # the trainer's own count of input tokens (the fused form's mask is 4-D)
+        sequences, tokens = len(batch["sequence_kind"]), int(trainer._prepare_attention_mask(dict(batch)))
         if device.type == "cuda":  # from here on: what training holds (the build's 16-bit temporaries are gone)
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
@@ -383,6 +385,7 @@ def measure(name: str, num_layers: int | None, args: argparse.Namespace) -> dict
             "recipe": spec.recipe,
             "num_layers": config.num_hidden_layers,
             "micro_batch": micro_batch,
+            "derta_form": trainer.derta_form,
             "sequences_per_micro_batch": sequences,
             "tokens_per_step": tokens,
             "lora_r": model_args.lora_r,
@@ -454,7 +457,7 @@ def combine(name: str, measured: list[dict], full_config, device: dict, args: ar
         "gpu_name": device["name"],
         "peak_flops": device["peak_flops"],
         "seq_len": args.seq_len,
-        **{k: last[k] for k in ("micro_batch", "sequences_per_micro_batch", "tokens_per_step", "lora_r")},
+        **{k: last[k] for k in ("micro_batch", "derta_form", "sequences_per_micro_batch", "tokens_per_step", "lora_r")},
         **{k: last[k] for k in ("gradient_checkpointing", "quant", "experts_4bit", "optim", "recipe")},
         "num_layers_built": last["num_layers"],
         "scaled_to_layers": None,

@@ -13,7 +13,7 @@ import math
 
 import pytest
 import torch
-from testing_utils import scripted_llama, token_id
+from testing_utils import hooked_logits, scripted_llama, token_id
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
     Gemma2Config,
@@ -91,13 +91,7 @@ class Steer:
 
     @torch.no_grad()
     def _hook(self, module, args, kwargs, output):
-        ids = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else args[0]
-        logits, length = output.logits, ids.shape[1]
-        keep = kwargs.get("logits_to_keep", 0)
-        positions = keep if isinstance(keep, torch.Tensor) else torch.arange(length - keep if keep else 0, length)
-        if logits.shape[1] != len(positions):
-            positions = torch.arange(length - logits.shape[1], length)
-        current = ids[:, positions.to(ids.device)]
+        logits, current = hooked_logits(args, kwargs, output)
         top = logits.max(-1).values
         for token, following in self.allowed.items():
             rows, cols = (current == token if token is not None else torch.ones_like(current, dtype=bool)).nonzero(

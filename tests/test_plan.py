@@ -390,3 +390,26 @@ def test_plan_for_a_bench_qlora_gpu_row():
         and not settings.padded
         and settings.optim == "paged_adamw_32bit"
     )
+
+
+def test_plan_for_a_fused_derta_row_counts_its_longer_sequences():
+    # DeRTa's fused form: one sequence per harmful row, longer than seq_len (prompt + harmful + 1 + safe answer), with a
+    # 4-D mask: planned as the seq_len-long sequences its tokens fill, with the mask's KV repeat
+    row = {
+        "model": "llama3-8b",
+        "method": "derta",
+        "recipe": "recipes/derta/llama3-8b-qlora.yaml",
+        "seq_len": 2048,
+        "micro_batch": 2,
+        "derta_form": "fused",
+        "sequences_per_micro_batch": 2,
+        "tokens_per_step": 2 * (512 + 1536 + 1 + 1536),
+        "lora_r": 16,
+        "gradient_checkpointing": True,
+        "quant": "nf4",
+        "peak_memory_gib": 10.0,
+    }
+    settings = plan_for_measured_run(row).settings
+    assert settings.sequences_per_row == 2 and settings.padded
+    naive = plan_for_measured_run({**row, "derta_form": "naive", "sequences_per_micro_batch": 4})
+    assert naive.settings.sequences_per_row == 2

@@ -83,9 +83,11 @@ def test_cpu_tiny_smoke_run_scales_depth(tmp_path):
     keys += " peft bitsandbytes"
     assert set(keys.split()) <= set(row)
     assert row["model"] == "llama3-70b" and row["method"] == "derta" and row["gpu"] == "cpu"
-    # the recipe's LoRA, checkpointing and 4-bit settings; one harmful row = an RTO and an MLE sequence of 64 tokens
+    # the recipe's LoRA, checkpointing and 4-bit settings; one harmful row = DeRTa's fused sequence (the default):
+    # prompt 16 + harmful answer 48 + 1 + safe answer 48 tokens (the naive form's two 64-token sequences, fused)
     assert row["lora_r"] == 16 and row["gradient_checkpointing"] and row["quant"]["quant_type"] == "nf4"
-    assert row["sequences_per_micro_batch"] == 2 and row["tokens_per_step"] == 2 * 64
+    assert row["derta_form"] == "fused"
+    assert row["sequences_per_micro_batch"] == 1 and row["tokens_per_step"] == 16 + 48 + 1 + 48
     # built at 1 and 2 layers, extrapolated to the tiny variant's 4
     assert [m["num_layers"] for m in row["measured"]] == [1, 2]
     assert row["num_layers_built"] == 2 and row["scaled_to_layers"] == 4

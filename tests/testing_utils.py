@@ -221,6 +221,18 @@ def guard_tokenizer(vocab_size=2000):
     return tokenizer
 
 
+def hooked_logits(args, kwargs, output):
+    """In a forward hook (`with_kwargs=True`) of a causal LM: its logits and, per returned position, the input token
+    there (the model may return only the last positions, `logits_to_keep`)."""
+    ids = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else args[0]
+    logits, length = output.logits, ids.shape[1]
+    keep = kwargs.get("logits_to_keep", 0)
+    positions = keep if isinstance(keep, torch.Tensor) else torch.arange(length - keep if keep else 0, length)
+    if logits.shape[1] != len(positions):
+        positions = torch.arange(length - logits.shape[1], length)
+    return logits, ids[:, positions.to(ids.device)]
+
+
 class GuardAnswers:
     """
     Makes a causal LM with random weights answer like Llama Guard 3, so that every judging path does the work a real
@@ -261,13 +273,7 @@ class GuardAnswers:
 
     @torch.no_grad()
     def _hook(self, module, args, kwargs, output):
-        ids = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else args[0]
-        logits, length = output.logits, ids.shape[1]
-        keep = kwargs.get("logits_to_keep", 0)
-        positions = keep if isinstance(keep, torch.Tensor) else torch.arange(length - keep if keep else 0, length)
-        if logits.shape[1] != len(positions):
-            positions = torch.arange(length - logits.shape[1], length)
-        current = ids[:, positions.to(ids.device)]
+        logits, current = hooked_logits(args, kwargs, output)
         top = logits.max(-1).values
         for token, following in self.next.items():
             rows, cols = (current == token).nonzero(as_tuple=True)

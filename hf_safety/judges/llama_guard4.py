@@ -1,7 +1,7 @@
 """`LlamaGuard4Judge`: Meta's Llama Guard 4 (`meta-llama/Llama-Guard-4-12B`) as a text-only judge.
 
 Model. The checkpoint is a `Llama4ForConditionalGeneration` (text + vision). Loaded by name through the package's
-loader (`AutoModelForCausalLM`), transformers builds the text model alone (`Llama4ForCausalLM` on the checkpoint's
+loader (its causal-LM auto class), transformers builds the text model alone (`Llama4ForCausalLM` on the checkpoint's
 `text_config`) and skips the vision tower's weights, which text-only judging never uses; its next-token logits are
 those of the full model on a text-only input.
 

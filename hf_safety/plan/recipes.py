@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,8 @@ def plan_for_measured_run(run: dict[str, Any]) -> MemoryPlan:
     [`MEASURED_RUN_KEYS`]; reads the run's `recipe` (relative to the checkout) for what the run does not record
     (LoRA dropout, targets), then the run's own values: `method` (default derta), `optim`, `quant` (`"nf4"`/`"bf16"`
     or bench/qlora_gpu.py's `{"quant_type", "double_quant", ...}`), `experts_4bit`, `sequences_per_micro_batch` and
-    `tokens_per_step` (fewer tokens than sequences x seq_len: padded), and any [`PlanSettings`] field.
+    `tokens_per_step` (fewer tokens than sequences x seq_len: padded; more: DeRTa's fused sequences, counted as
+    that many seq_len-long sequences), `derta_form`, and any [`PlanSettings`] field.
     """
     missing = [key for key in MEASURED_RUN_KEYS if key not in run]
     if missing:
@@ -115,11 +117,14 @@ def plan_for_measured_run(run: dict[str, Any]) -> MemoryPlan:
         settings["optim"] = run["optim"]
     if run.get("experts_4bit") is not None:
         settings["experts_bf16"] = not run["experts_4bit"]
-    sequences = run.get("sequences_per_micro_batch")
+    sequences, tokens = run.get("sequences_per_micro_batch"), run.get("tokens_per_step")
     if sequences:
-        settings["sequences_per_row"] = max(1, sequences // run["micro_batch"])
-        if run.get("tokens_per_step"):
-            settings["padded"] = run["tokens_per_step"] < sequences * run["seq_len"]
+        per_row = sequences / run["micro_batch"]
+        if tokens:  # DeRTa's fused sequence (prompt + harmful + safe answer) is longer than seq_len
+            per_row = max(per_row, tokens / (run["micro_batch"] * run["seq_len"]))
+        settings["sequences_per_row"] = max(1, math.ceil(per_row - 1e-9))
+        if tokens:  # a fused batch carries its 4-D mask even without padding
+            settings["padded"] = run.get("derta_form") == "fused" or tokens < sequences * run["seq_len"]
     fields = {f.name for f in dataclasses.fields(PlanSettings)}
     settings.update({key: value for key, value in run.items() if key in fields and key not in settings})
     return estimate_memory(model, **settings)
