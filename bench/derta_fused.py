@@ -392,7 +392,8 @@ def measure(setup, args) -> list:
         label = "warmup" if r < args.warmup_rounds else f"round {r - args.warmup_rounds + 1}/{args.rounds}"
         total = {name: sum(sum(p[name].values()) for p in parts) for name in TRAINERS}
         print(
-            f"  {label:>12}: " + "  ".join(f"{name} {total[name]:7.3f}s" for name in TRAINERS)
+            f"  {label:>12}: "
+            + "  ".join(f"{name} {total[name]:7.3f}s" for name in TRAINERS)
             + f"  fused/naive {total['fused'] / total['naive']:.3f}"
             + f"  fused_padding_free/naive {total['fused_padding_free'] / total['naive']:.3f}",
             flush=True,

@@ -457,7 +457,9 @@ def combine(name: str, measured: list[dict], full_config, device: dict, args: ar
         "gpu_name": device["name"],
         "peak_flops": device["peak_flops"],
         "seq_len": args.seq_len,
-        **{k: last[k] for k in ("micro_batch", "derta_form", "sequences_per_micro_batch", "tokens_per_step", "lora_r")},
+        **{
+            k: last[k] for k in ("micro_batch", "derta_form", "sequences_per_micro_batch", "tokens_per_step", "lora_r")
+        },
         **{k: last[k] for k in ("gradient_checkpointing", "quant", "experts_4bit", "optim", "recipe")},
         "num_layers_built": last["num_layers"],
         "scaled_to_layers": None,

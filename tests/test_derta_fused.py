@@ -162,7 +162,10 @@ def test_fused_matches_naive_loss_and_gradients(name, lora, request, dataset, tm
             assert batch["input_ids"].shape[0] <= len(batch["sequence_kind"])
             assert batch["input_ids"].shape[1] == -(-longest // 8) * 8
         assert ("attention_mask" in batch) == (form == "fused")  # naive: the model splits on the position ids
-        assert batch["sequence_kind"].tolist() == (fused_batch if form == "fused" else naive_batch)["sequence_kind"].tolist()
+        assert (
+            batch["sequence_kind"].tolist()
+            == (fused_batch if form == "fused" else naive_batch)["sequence_kind"].tolist()
+        )
         loss, items, grads = loss_and_grads(trainer, batch)
         assert items == naive_items
         assert torch.allclose(naive_loss, loss, atol=1e-5), (form, naive_loss, loss)

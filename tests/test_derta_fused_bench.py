@@ -39,7 +39,11 @@ def test_json_schema(result):
     assert {"torch", "transformers", "trl", "datasets"} <= set(result["versions"])
     arms = ("naive", "fused", "fused_padding_free")
     ratios = [f"{arm}_over_{base}" for arm in arms[1:] for base in ("naive_per_harmful_row", "sft_per_trained_token")]
-    assert set(result["targets"]) == {*ratios, "fused_over_naive_peak_memory", "fused_padding_free_over_naive_peak_memory"}
+    assert set(result["targets"]) == {
+        *ratios,
+        "fused_over_naive_peak_memory",
+        "fused_padding_free_over_naive_peak_memory",
+    }
     assert set(result["pass"]) == set(ratios) and all(isinstance(v, bool) for v in result["pass"].values())
     for block in ("ratio", "ratio_min_per_step", "ratio_median_of_rounds"):
         assert set(result[block]) == {*ratios, "naive_over_sft_per_trained_token"}

@@ -546,3 +546,19 @@ def test_safety_eval_callback_logs_during_derta_training(llama3_tokenizer, tmp_p
     assert callback.last_report.result("toy", "prefill:2").records[0].prefill != ""
     assert [step for step, _ in callback.history] == [0, 2, 4]
     assert isinstance(callback.last_report.result("toy", "none").asr, Rate)
+
+
+def test_judge_mode_setting_reaches_a_judge_loaded_by_name(llama3_tokenizer, model, tmp_path):
+    lt = line_tokenizer()
+    guard = scripted_llama(lt, {"<|end_header_id|>": "\n\n", "\n\n": "unsafe\n", "unsafe\n": "S1,S10"})
+    guard.save_pretrained(tmp_path / "guard")
+    lt.save_pretrained(tmp_path / "guard")
+    suite = load_suite(Dataset.from_dict({"prompt": HARMFUL[:2]}), name="two")
+    spec = f"llama-guard-3:{tmp_path / 'guard'}"
+    for judge_mode, path in ((None, "score-only+shared-prefix"), ("decode", "decode+shared-prefix")):
+        report = evaluate_safety(
+            model, llama3_tokenizer, suite, judge=spec, judge_mode=judge_mode, max_new_tokens=2, progress=False
+        )
+        assert report.judge["judge_path"] == path and report.result("two", "none").asr.rate == 1.0
+    with pytest.raises(ValueError, match="one path only"):
+        evaluate_safety(model, llama3_tokenizer, suite, judge="refusal-strings", judge_mode="decode", progress=False)

@@ -299,6 +299,26 @@ def test_attack_stage_judges_with_the_fast_path_by_default(tok):
     )
 
 
+def test_judge_mode_reaches_a_judge_named_in_the_config(tok, tmp_path):
+    lt = line_tokenizer()
+    guard = scripted_llama(lt, {"<|end_header_id|>": "\n\n", "\n\n": "safe"})
+    guard.save_pretrained(tmp_path / "guard")
+    lt.save_pretrained(tmp_path / "guard")
+    for judge_mode, path in ((None, "score-only+shared-prefix"), ("decode", "decode+shared-prefix")):
+        args = tiny_seas_args(
+            tmp_path / str(judge_mode), judge=f"llama-guard-3:{tmp_path / 'guard'}", judge_mode=judge_mode
+        )
+        trainer = SEASTrainer(
+            model=tiny_model(tok, seed=0, hidden_size=32),
+            red_team_model=tiny_model(tok, seed=1, hidden_size=32),
+            args=args,
+            train_dataset=seed_pool(),
+            processing_class=tok,
+            red_team_processing_class=tok,
+        )
+        assert trainer.judge.judge_path == path
+
+
 def test_clean_adversarial_prompt():
     assert clean_adversarial_prompt('1. "How do I pick a lock?"\n\n2. another') == "How do I pick a lock?"
     assert clean_adversarial_prompt("Prompt: tell me   a story\nabout locks") == "tell me a story about locks"

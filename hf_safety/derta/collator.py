@@ -288,8 +288,10 @@ class DeRTaCollator(DataCollatorMixin):
             offset += len(record.input_ids)
         q, kv = torch.arange(length)[:, None], torch.arange(length)[None, :]
         same = (record_of[:, None] == record_of[None, :]) & (record_of[:, None] >= 0)
-        branch = (local[:, None] < start[:, None]) | (local[None, :] < visible[:, None]) | (
-            local[None, :] >= start[:, None]
+        branch = (
+            (local[:, None] < start[:, None])
+            | (local[None, :] < visible[:, None])
+            | (local[None, :] >= start[:, None])
         )
         mask = same & (kv <= q) & branch
         # Padding attends to real tokens only (never to itself, so it is not counted as input; a row is never empty):

@@ -41,6 +41,8 @@ class SafetyEvalConfig:
         prefix_unit (`str`, defaults to `"tokens"`): `"tokens"` (cut on the model's token ids) or `"words"`.
         judge (`str`, defaults to `"refusal-strings"`): a name for `hf_safety.judges.load_judge`.
         refusal_judge (`str`, *optional*): a second judge whose verdicts give the refusal labels.
+        judge_mode (`str`, *optional*): for a model judge loaded by name, `"score"` (verdict from one forward pass,
+            the judges' default) or `"decode"` (every answer decoded); the report records the path that judged.
         include_prefill_in_response (`bool`, defaults to `False`): the judge reads the forced prefix and the
             continuation (default: the continuation only: the forced text is the attacker's, not the model's).
 
@@ -98,6 +100,13 @@ class SafetyEvalConfig:
     )
     judge: str = field(default="refusal-strings", metadata={"help": "Judge name for hf_safety.judges.load_judge."})
     refusal_judge: str | None = field(default=None, metadata={"help": "Optional judge for the refusal labels."})
+    judge_mode: str | None = field(
+        default=None,
+        metadata={
+            "help": "For a model judge loaded by name: 'score' (one forward pass, the default) or 'decode'.",
+            "choices": ["score", "decode"],
+        },
+    )
     include_prefill_in_response: bool = field(
         default=False,
         metadata={

@@ -32,9 +32,11 @@ logger = logging.getLogger(__name__)
 JudgeLike = Judge | Callable[[list[str], list[str]], list[Verdict]] | str
 
 
-def as_judge(judge: JudgeLike) -> Judge:
+def as_judge(judge: JudgeLike, judge_mode: str | None = None) -> Judge:
     """A [`Judge`] from a judge (returned as is), a judge name, or a plain callable `(prompts, responses) -> verdicts`
-    (wrapped in a `CallableJudge` named after the function, so it gets the same verdict-count checks)."""
+    (wrapped in a `CallableJudge` named after the function, so it gets the same verdict-count checks). `judge_mode`
+    (`"score"` or `"decode"`) goes to a judge loaded by name; `None` keeps the judge's default (score-only where the
+    judge has it)."""
     if isinstance(judge, Judge):
         return judge
     from .. import judges  # looked up at call time: judges may pull in model code
@@ -42,7 +44,14 @@ def as_judge(judge: JudgeLike) -> Judge:
     if callable(judge):
         return judges.load_judge(judge, name=getattr(judge, "__name__", "callable"))
     if isinstance(judge, str):
-        return judges.load_judge(judge)
+        if judge_mode is None:
+            return judges.load_judge(judge)
+        try:
+            return judges.load_judge(judge, judge_mode=judge_mode)
+        except TypeError as error:
+            if "judge_mode" not in str(error):
+                raise
+            raise ValueError(f"judge {judge!r} has one path only: judge_mode={judge_mode!r} does not apply") from None
     raise TypeError(
         f"judge must be a Judge, a judge name or a callable (prompts, responses) -> verdicts, got {judge!r}"
     )
@@ -136,7 +145,7 @@ class SafetyEvaluator:
         self.suites = load_suites(
             suites if suites is not None else config.suites, config.limit, config.column_mapping_dict(), config.split
         )
-        self.judge = as_judge(judge if judge is not None else config.judge)
+        self.judge = as_judge(judge if judge is not None else config.judge, config.judge_mode)
         refusal_judge = refusal_judge if refusal_judge is not None else config.refusal_judge
         self.refusal_judge = as_judge(refusal_judge) if refusal_judge is not None else None
         self.generation_config = generation_config or config.generation_config()

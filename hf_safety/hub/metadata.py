@@ -76,6 +76,7 @@ SEAS_FIELDS = (
     "max_prompt_chars",
     "max_response_chars",
     "judge",
+    "judge_mode",
     "general_data_ratio",
     "general_data_side",
     "red_team_learning_rate",

@@ -65,6 +65,9 @@ class SEASConfig(DPOConfig):
             The safety judge, by name or spec (see [`~hf_safety.load_judge`]), unless the trainer is given a judge.
         judge_batch_size (`int`, *optional*, defaults to `16`):
             (prompt, response) pairs per judge call.
+        judge_mode (`str`, *optional*):
+            For a model judge loaded by name: `"score"` (the verdict from one forward pass, the judges' default) or
+            `"decode"` (every answer decoded). `results.json` records the path that judged.
 
         > Pairs and DPO
 
@@ -107,6 +110,13 @@ class SEASConfig(DPOConfig):
     max_response_chars: int = field(default=3000, metadata={"help": "Longer answers are left out of pairs."})
     judge: str = field(default="llama-guard-3", metadata={"help": "Safety judge name or spec (see load_judge)."})
     judge_batch_size: int = field(default=16, metadata={"help": "Pairs per judge call."})
+    judge_mode: str | None = field(
+        default=None,
+        metadata={
+            "help": "For a model judge loaded by name: 'score' (one forward pass, the default) or 'decode'.",
+            "choices": ["score", "decode"],
+        },
+    )
     general_data_ratio: float = field(default=1.0, metadata={"help": "General preference rows per SEAS pair."})
     general_data_side: str = field(
         default="target", metadata={"help": "Side that gets general data.", "choices": list(GENERAL_DATA_SIDES)}

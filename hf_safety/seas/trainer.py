@@ -218,7 +218,7 @@ class SEASTrainer(HubPublishingMixin, DPOTrainer):
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
         self.red_team_tokenizer = red_team_processing_class
-        self.judge = as_judge(judge if judge is not None else args.judge)
+        self.judge = as_judge(judge if judge is not None else args.judge, args.judge_mode)
         self.general_dataset = general_dataset
         # Full fine-tuning: a frozen copy is each side's reference; with PEFT the "ref" adapter is (see _refresh)
         ref_model = None if peft_config is not None else copy.deepcopy(model).eval().requires_grad_(False)
