@@ -1,6 +1,7 @@
 """DeRTa's fused form: one tree-masked sequence per harmful row, with the naive form's loss and gradients."""
 
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -242,6 +243,9 @@ def test_unsupported_attention_falls_back_to_naive(llama3_tokenizer, dataset, tm
         trainer = make_trainer(llama3_tokenizer, dataset, tmp_path, cpu_args, model, derta_form="fused")
     assert trainer.derta_form == trainer.data_collator.derta_form == "naive"
     assert "falls back to 'naive'" in captured.out and "flash_attention_2" in captured.out
+    trainer.create_model_card()  # the card says which form trained
+    card = (tmp_path / "README.md").read_text()
+    assert re.search(r"derta_form\W+naive", card) and not re.search(r"derta_form\W+fused", card)
 
 
 def test_derta_form_is_validated(tmp_path):

@@ -593,7 +593,8 @@ class DeRTaTrainer(HubPublishingMixin, SFTTrainer):
             model_name=model_name,
             hub_model_id=self.hub_model_id,
             dataset_names=[dataset_name] if isinstance(dataset_name, str) else dataset_name or (),
-            hyperparameters=card_hyperparameters(self.model, self.args, DERTA_FIELDS),
+            # the form that trained (after any fallback to naive), not only the one asked for
+            hyperparameters=card_hyperparameters(self.model, self.args, DERTA_FIELDS, derta_form=self.derta_form),
             eval_report=eval_report,
             adapter=is_adapter(self.model),
             license=license,
