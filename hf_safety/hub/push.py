@@ -199,6 +199,12 @@ def _check_gated(gated: Any) -> GatedT:
 # -- staging helpers ---------------------------------------------------------------------------------------------
 
 
+def default_staging_dir(path: str | os.PathLike, suffix: str = "-hub") -> Path:
+    """Where a push stages the upload of `path` when not told: `<path><suffix>` beside it."""
+    path = Path(path).expanduser()
+    return path.parent / f"{path.name}{suffix}"
+
+
 def _fresh_staging_dir(staging_dir: str | os.PathLike, protect: Sequence[Path] = ()) -> Path:
     """An empty staging folder. A previous staging folder (it has a manifest) is replaced; any other non-empty folder
     is refused, and so is a folder that is, or contains, a source folder."""
@@ -764,7 +770,7 @@ def push_model(
     ```
     """
     folder = _model_folder(source)
-    staging_dir = staging_dir or folder.parent / f"{folder.name}-hub"
+    staging_dir = staging_dir or default_staging_dir(folder)
     upload = stage_model(folder, staging_dir, repo_id=repo_id, token=token, **stage_kwargs)
     return push_staged(upload, token=token, api=api, endpoint=endpoint, dry_run=dry_run, revision=revision)
 
@@ -797,7 +803,6 @@ def push_dataset(
     if staging_dir is None:
         if not isinstance(data, (str, os.PathLike)):
             raise ValueError("pass staging_dir= (where to write the files to upload)")
-        folder = Path(data).expanduser()
-        staging_dir = folder.parent / f"{folder.name}-hub"
+        staging_dir = default_staging_dir(data)
     upload = stage_dataset(data, staging_dir, repo_id=repo_id, card=card, token=token, **stage_kwargs)
     return push_staged(upload, token=token, api=api, endpoint=endpoint, dry_run=dry_run, revision=revision)

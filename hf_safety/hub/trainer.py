@@ -8,7 +8,7 @@ from pathlib import Path
 
 from transformers.utils import logging
 
-from .push import HubPushResult, is_offline, push_model
+from .push import HubPushResult, default_staging_dir, is_offline, push_model
 
 
 logger = logging.get_logger(__name__)
@@ -37,8 +37,7 @@ class HubPublishingMixin:
             )
 
     def _hub_staging_dir(self) -> Path:
-        output_dir = Path(self.args.output_dir)
-        return output_dir.parent / f"{output_dir.name}-hub"
+        return default_staging_dir(self.args.output_dir)
 
     @contextlib.contextmanager
     def _hub_token_kept_off_disk(self):

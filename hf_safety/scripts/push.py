@@ -78,6 +78,7 @@ def push_dataset_path(args: argparse.Namespace):
     """A SEAS output folder (its per-round tables, `seas_dataset_card`), or a data build output (its rows and card)."""
     from ..data.loading import load_rows
     from ..hub import push_dataset, seas_dataset_card
+    from ..hub.push import default_staging_dir
     from .data import build_card, read_build_report
 
     path = Path(args.path)
@@ -93,7 +94,7 @@ def push_dataset_path(args: argparse.Namespace):
         )
     rows = load_rows(str(path)) if path.is_dir() else load_rows(str(path), "train")
     card = build_card(rows, report, pretty_name=args.pretty_name, license=args.license)
-    staging_dir = args.staging_dir or path.parent / f"{path.name.split('.')[0]}-hub"
+    staging_dir = args.staging_dir or default_staging_dir(path.parent / path.name.split(".")[0])  # a file: no suffix
     return push_dataset(rows, args.repo_id, card=card, staging_dir=staging_dir, **common)
 
 

@@ -30,6 +30,7 @@ from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
 from ..data.loading import load_rows
 from ..hub import push_dataset, seas_dataset_card
+from ..hub.push import default_staging_dir
 from ..seas import SEASConfig, SEASTrainer
 from ..toy.seas import SEASToyWorld  # an entry point: importing the toy world registers toy:// names and judges
 
@@ -121,7 +122,7 @@ def push_run_data(trainer: SEASTrainer, training_args: SEASConfig):
         output_dir,
         repo_id,
         card=card,
-        staging_dir=output_dir.parent / f"{output_dir.name}-data-hub",
+        staging_dir=default_staging_dir(output_dir, "-data-hub"),
         token=training_args.hub_token,
         commit_message="SEAS attack logs and preference pairs",
         revision=training_args.hub_revision,
