@@ -297,16 +297,7 @@ class LlamaGuardJudge(ModelJudge):
                 unsafe = False  # 'safe' is trusted
             else:
                 unsafe = None  # no answer can start with this token
-            if self.threshold is not None and score is not None:
-                unsafe = score >= self.threshold
-            verdicts.append(
-                Verdict(
-                    unsafe=unsafe,
-                    score=score,
-                    prompt_harmful=unsafe if self.classify == "prompt" else None,
-                    raw=head + text,
-                )
-            )
+            verdicts.append(self._verdict(unsafe, score, [], head + text))
         rest = [i for i, verdict in enumerate(verdicts) if verdict is None]
         for i, verdict in zip(rest, self._decode([texts[i] for i in rest])):
             verdicts[i] = verdict
@@ -325,15 +316,17 @@ class LlamaGuardJudge(ModelJudge):
             unsafe, codes = parse_llama_guard_output(result.text, self.categories)
             step = self.first_visible_step(result)
             score = result.step_mass[step] if step is not None and step < len(result.step_mass) else None
-            if self.threshold is not None and score is not None:
-                unsafe = score >= self.threshold
-            verdicts.append(
-                Verdict(
-                    unsafe=unsafe,
-                    score=score,
-                    categories=[f"{code}: {self.categories[code]}" for code in codes],
-                    prompt_harmful=unsafe if self.classify == "prompt" else None,
-                    raw=result.text,
-                )
-            )
+            verdicts.append(self._verdict(unsafe, score, codes, result.text))
         return verdicts
+
+    def _verdict(self, unsafe: bool | None, score: float | None, codes: list[str], raw: str) -> Verdict:
+        """A verdict from the answer read (`threshold`, when set, decides from the score instead)."""
+        if self.threshold is not None and score is not None:
+            unsafe = score >= self.threshold
+        return Verdict(
+            unsafe=unsafe,
+            score=score,
+            categories=[f"{code}: {self.categories[code]}" for code in codes],
+            prompt_harmful=unsafe if self.classify == "prompt" else None,
+            raw=raw,
+        )
