@@ -13,14 +13,13 @@ import math
 
 import pytest
 import torch
-from testing_utils import hooked_logits, scripted_llama, token_id
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from testing_utils import hooked_logits, piece_tokenizer, scripted_llama, token_id
+from tokenizers import pre_tokenizers
 from transformers import (
     Gemma2Config,
     Gemma2ForCausalLM,
     Llama4Config,
     Llama4ForConditionalGeneration,
-    PreTrainedTokenizerFast,
 )
 
 from hf_safety.judges import (
@@ -51,29 +50,6 @@ from hf_safety.toy import build_tokenizer
 # -- tokenizers and steering ------------------------------------------------------------------------------------------
 
 _BYTES = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-
-
-def piece_tokenizer(specials, pieces, *, bos, eos, pad="<pad>", chat_template=None):
-    """One token per line (newline included) or special marker, byte-level so decoding is exact; other lines are
-    <unk>. `pieces` are the lines the scripted models can emit."""
-    names = ["<unk>", pad, *specials]
-    vocab = {token: i for i, token in enumerate(names)}
-    for piece in pieces:
-        vocab.setdefault("".join(p for p, _ in _BYTES.pre_tokenize_str(piece)), len(vocab))
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex(r"[^\n]+\n?|\n+"), behavior="isolated"), _BYTES]
-    )
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.add_special_tokens(names)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token=bos,
-        eos_token=eos,
-        pad_token=pad,
-        unk_token="<unk>",
-        chat_template=chat_template,
-    )
 
 
 class Steer:

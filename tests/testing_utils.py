@@ -155,20 +155,33 @@ PIECES = [
 _BYTES = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
 
 
-def line_tokenizer(eos="<|eot_id|>", bos="<|begin_of_text|>"):
-    """One token per line (its newline included), byte-level so decoding is exact; unknown lines are <unk>."""
-    vocab = {token: i for i, token in enumerate(SPECIALS)}
-    for piece in PIECES:
+def piece_tokenizer(specials, pieces, *, bos, eos, pad="<pad>", chat_template=None):
+    """One token per line (newline included) or special marker, byte-level so decoding is exact; other lines are
+    <unk>. `pieces` are the lines the scripted models can emit."""
+    names = ["<unk>", pad, *specials]
+    vocab = {token: i for i, token in enumerate(names)}
+    for piece in pieces:
         vocab.setdefault("".join(p for p, _ in _BYTES.pre_tokenize_str(piece)), len(vocab))
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Split(Regex(r"[^\n]+\n?|\n+"), behavior="isolated"), _BYTES]
     )
     tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.add_special_tokens(SPECIALS)
+    tokenizer.add_special_tokens(names)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token=bos, eos_token=eos, pad_token="<pad>", unk_token="<unk>"
+        tokenizer_object=tokenizer,
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=pad,
+        unk_token="<unk>",
+        chat_template=chat_template,
     )
+
+
+def line_tokenizer(eos="<|eot_id|>", bos="<|begin_of_text|>"):
+    """One token per line (its newline included), byte-level so decoding is exact; unknown lines are <unk>."""
+    assert SPECIALS[:2] == ["<unk>", "<pad>"]
+    return piece_tokenizer(SPECIALS[2:], PIECES, bos=bos, eos=eos)
 
 
 def token_id(tokenizer, piece):
