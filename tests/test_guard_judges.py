@@ -14,7 +14,6 @@ import math
 import pytest
 import torch
 from testing_utils import hooked_logits, piece_tokenizer, scripted_llama, token_id
-from tokenizers import pre_tokenizers
 from transformers import (
     Gemma2Config,
     Gemma2ForCausalLM,
@@ -48,8 +47,6 @@ from hf_safety.toy import build_tokenizer
 
 
 # -- tokenizers and steering ------------------------------------------------------------------------------------------
-
-_BYTES = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
 
 
 class Steer:
