@@ -163,6 +163,17 @@ class ModelJudge(Judge):
             self._token_sets[key] = [i for i, text in enumerate(texts) if i not in special and predicate(text)]
         return self._token_sets[key]
 
+    def single_token_id(self, text: str, needed_by: str) -> int:
+        """The id of the vocabulary token `text` (as a model card reads `tokenizer.get_vocab()[text]`), else of the one
+        token it encodes to; `ValueError` naming `needed_by` when it is more than one token."""
+        token_id = self.tokenizer.get_vocab().get(text)
+        if token_id is None:
+            ids = self.tokenizer.encode(text, add_special_tokens=False)
+            if len(ids) != 1:
+                raise ValueError(f"the tokenizer has no single token {text!r}; {needed_by} needs one")
+            token_id = ids[0]
+        return int(token_id)
+
     @property
     def _device(self) -> torch.device:
         return self.model.get_input_embeddings().weight.device

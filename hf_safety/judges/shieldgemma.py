@@ -228,18 +228,8 @@ class ShieldGemmaJudge(ModelJudge):
         elif use_chat_template and not template:
             raise ValueError("use_chat_template=True but the tokenizer has no chat template")
         self.use_chat_template = bool(use_chat_template)
-        self.yes_id, self.no_id = self._answer_id("Yes"), self._answer_id("No")
+        self.yes_id, self.no_id = (self.single_token_id(word, "ShieldGemma's answer") for word in ("Yes", "No"))
         self._neutralize = Neutralizer(SHIELDGEMMA_MARKERS, self.tokenizer)
-
-    def _answer_id(self, word: str) -> int:
-        """The vocabulary id of the token `word` (the card reads `tokenizer.get_vocab()[word]`)."""
-        token_id = self.tokenizer.get_vocab().get(word)
-        if token_id is None:
-            ids = self.tokenizer.encode(word, add_special_tokens=False)
-            if len(ids) != 1:
-                raise ValueError(f"the tokenizer has no single token {word!r}; ShieldGemma's answer needs one")
-            token_id = ids[0]
-        return int(token_id)
 
     @property
     def description(self) -> str:
