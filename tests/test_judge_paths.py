@@ -121,11 +121,19 @@ def test_llama_guard_score_only_decodes_only_rows_not_answered_safe(rigged, monk
     decoded = []
     original = LlamaGuardJudge._decode
     monkeypatch.setattr(LlamaGuardJudge, "_decode", lambda self, texts: decoded.extend(texts) or original(self, texts))
+    built = []
+    original_build = SharedPrefix.build.__func__
+    monkeypatch.setattr(
+        SharedPrefix, "build", classmethod(lambda cls, m, ids: built.append(len(ids)) or original_build(cls, m, ids))
+    )
     for shared_prefix in (True, False):
         decoded.clear()
         judge = LlamaGuardJudge(model, tokenizer, shared_prefix=shared_prefix, batch_size=3)
         assert_same_verdicts(judge(prompts, responses), slow)
         assert len(decoded) == sum(v.unsafe for v in slow)  # only the unsafe rows, for their categories
+        # one policy-prompt cache for the score pass and the decoded rows (none without sharing)
+        assert len(built) == (1 if shared_prefix else 0)
+        built.clear()
 
 
 # -- HarmBench: score-only == decoding -----------------------------------------------------------------------------
@@ -182,6 +190,9 @@ def test_next_token_probs_prefix_cache_and_input_order(rigged, monkeypatch):
     assert len(built) == 1 and built[0] > 100  # the policy prompt, computed once for all batches
     uncached = judge.next_token_probs(texts, add_special_tokens=False, forced_ids=forced, shared_prefix=False)
     assert len(built) == 1
+    again = judge.next_token_probs(texts[::-1], add_special_tokens=False, forced_ids=forced)
+    assert len(built) == 1  # the policy prompt's cache is kept from call to call
+    torch.testing.assert_close(again, cached.flip(0))
     assert (
         cached.dtype == torch.float32 and cached.device.type == "cpu" and cached.shape == (len(texts), len(tokenizer))
     )

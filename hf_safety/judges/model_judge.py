@@ -125,6 +125,7 @@ class ModelJudge(Judge):
         self.batch_size = batch_size
         self.shared_prefix = shared_prefix
         self._token_sets: dict[str, list[int]] = {}
+        self._kept_prefix: SharedPrefix | None = None
 
     @property
     def model_name(self) -> str:
@@ -288,10 +289,18 @@ class ModelJudge(Judge):
         return torch.stack(rows_out)
 
     def _prefix_of(self, inputs: Sequence[Sequence[int]], shared_prefix: bool | None) -> SharedPrefix | None:
-        """The inputs' common prefix with its KV cache, if sharing is on and they have one."""
+        """The inputs' common prefix with its KV cache, if sharing is on and they have one. The last prefix built is
+        kept and reused while it still starts every input (the policy prompt, from call to call and from the score
+        pass to the rows it decodes): the judge's weights do not change."""
         use = self.shared_prefix if shared_prefix is None else shared_prefix
         length = common_prefix_length(inputs) if use else 0
-        return SharedPrefix.build(self.model, inputs[0][:length]) if length else None
+        if not length:
+            return None
+        ids = list(inputs[0][:length])
+        kept = self._kept_prefix
+        if kept is None or ids[: len(kept)] != kept.ids:
+            kept = self._kept_prefix = SharedPrefix.build(self.model, ids)
+        return kept
 
     @torch.no_grad()
     def classify(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None) -> torch.Tensor:
