@@ -13,17 +13,17 @@ Run (CPU, offline; about 3 minutes on 2 cores with the defaults):
 
     HF_HUB_OFFLINE=1 /work/main/.venv/bin/python bench/judge_throughput.py --threads 1
 
-Measured on 2 CPU cores shared with other jobs, `--threads 1`, 200 pairs of 239-253 tokens (152 shared by all),
+Measured on 2 CPU cores, `--threads 1`, 200 pairs of 239-253 tokens (152 shared by all),
 25% answered unsafe (verdicts/s; x = speed-up over one-by-one decoding):
 
     default judge (hidden 256, 4 layers; judge_throughput.json)   batch 1          batch 16
-      decode                                                      35.0  (1.00x)    48.7  (1.39x)
-      score-only                                                  36.9  (1.05x)    44.6  (1.27x)
-      score-only + shared prefix                                  55.7  (1.59x)    99.5  (2.84x)
+      decode                                                      33.1  (1.00x)    47.1  (1.42x)
+      score-only                                                  37.5  (1.13x)    43.1  (1.30x)
+      score-only + shared prefix                                  53.0  (1.60x)    96.8  (2.92x)
     decode-bound judge (hidden 64, 2 layers, 128 pairs, batch 32; judge_throughput_decode_bound.json)
-      decode / score-only / score-only + shared prefix            122 / 169 / 179  301 / 286 / 542  (4.43x)
+      decode / score-only / score-only + shared prefix            120 / 166 / 179  316 / 290 / 544  (4.55x)
     random answers (hidden 256, 64 pairs; judge_throughput_random.json)
-      decode / score-only / score-only + shared prefix            5.8 / 59 / 93    18 / 54 / 133    (22.9x)
+      decode / score-only / score-only + shared prefix            5.6 / 57 / 89    17 / 56 / 129    (23.1x)
 
 The >= 5x targets (score-only + shared prefix against decoding at batch size 1, and batched against one-by-one
 decoding) are NOT met on CPU with guard-like answers: a Llama Guard answer is 3-6 tokens, so decoding adds little to
