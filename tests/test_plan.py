@@ -23,6 +23,7 @@ from hf_safety.plan import (
     settings_from_recipe,
     shipped_configs,
 )
+from hf_safety.plan.seas import judge_model_id
 
 
 LLAMA_8B = "meta-llama/Meta-Llama-3-8B-Instruct"
@@ -283,6 +284,22 @@ def test_config_sources(tmp_path):
     assert estimate_memory(_tiny(LlamaConfig), method="sft").weights > 0  # a config object
     twin, source = load_model_config("meta-llama/Llama-Guard-3-8B")
     assert twin.num_hidden_layers == 32 and "same shapes" in source
+
+
+@pytest.mark.parametrize(
+    "judge, published",
+    [  # parameter counts of the base checkpoints (Gemma 2 2B/9B/27B, Gemma 2B), embeddings tied
+        ("shieldgemma-2b", 2_614_341_888),
+        ("shieldgemma-9b", 9_241_705_984),
+        ("shieldgemma-27b", 27_227_128_320),
+        ("strongreject-finetuned", 2_506_172_416),
+    ],
+)
+def test_newer_guards_are_planned_offline(judge, published):
+    config, source = load_model_config(judge_model_id(judge))
+    assert "built-in shapes" in source and model_shapes(config).total_params == published
+    plan = estimate_memory(LLAMA_8B, method="seas", judge=judge, judge_quant="bf16")
+    assert plan.phases["attack"].judge == pytest.approx(2 * published, rel=0.01)  # resident in bf16
 
 
 # ---------------------------------------------------------------------------------------------------------------------
