@@ -7,6 +7,8 @@ input order, with:
 - continuations cut before the first stop token (the model's and the tokenizer's EOS ids: Llama-3-Instruct ends a
   turn with `<|eot_id|>` but its base EOS is `<|end_of_text|>`) or at the first of `stop_strings`, with the reason;
 - optionally, the probability mass of a token set at the first steps, read from the raw logits (the judges' scores);
+- optionally, `row_done`: a per-row early stop decided from the row's continuation so far (a judge's answer settled by
+  its first token), so a batch stops decoding as soon as each of its rows is either done or stopped;
 - optionally, a [`SharedPrefix`]: token ids every input starts with (a judge's policy prompt), encoded once and its KV
   cache copied into each batch, so only the rest of each input is computed;
 - the *effective* generation settings recorded: transformers 5 fills every field the caller left unset from the
@@ -23,13 +25,22 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import Cache, GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
+from transformers import (
+    Cache,
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 from trl.trainer.utils import pad
 
 from .data import PreferenceRow, tokenize_row
@@ -74,7 +85,8 @@ class Sample:
         sample_index (`int`): which of the prompt's `num_return_sequences` samples it is.
         token_ids (`list[int]`): the generated ids, cut before the first stop token (or at the stop string).
         text (`str`): `token_ids` decoded without special tokens (cut at the stop string, which is removed).
-        finish_reason (`str`): `"stop"` (a stop token), `"stop_string"` or `"length"` (`max_new_tokens` reached).
+        finish_reason (`str`): `"stop"` (a stop token), `"stop_string"`, `"done"` (`row_done` ended it) or `"length"`
+            (`max_new_tokens` reached).
         token_mass (`list[float]`): per step (the first `token_mass_steps`), the probability of the requested token
             set, when one was requested.
     """
@@ -226,6 +238,10 @@ def attention_window(model: Any) -> int | None:
     return int(window)
 
 
+# Cache layers whose `update` builds new tensors (torch.cat) instead of writing into the ones they hold
+_APPENDING_LAYERS = (DynamicLayer, DynamicSlidingWindowLayer)
+
+
 @dataclass
 class SharedPrefix:
     """
@@ -258,8 +274,14 @@ class SharedPrefix:
         return len(self.ids)
 
     def cache_for(self, batch_size: int) -> Cache:
-        """A fresh copy of the prefix cache with `batch_size` rows."""
-        cache = copy.deepcopy(self.cache)
+        """A fresh copy of the prefix cache with `batch_size` rows. Dynamic layers append by concatenation, never in
+        place, so their copy shares the prefix's tensors (no copy at batch size 1); other layers are copied whole."""
+        layers = getattr(self.cache, "layers", None)
+        if layers is not None and all(type(layer) in _APPENDING_LAYERS for layer in layers):
+            cache = copy.copy(self.cache)
+            cache.layers = [copy.copy(layer) for layer in layers]
+        else:
+            cache = copy.deepcopy(self.cache)
         if batch_size > 1:
             cache.batch_repeat_interleave(batch_size)
         return cache
@@ -287,13 +309,40 @@ class _TokenMassRecorder(LogitsProcessor):
         return scores
 
 
+class _RowDone(StoppingCriteria):
+    """Ends each row for which `row_done(continuation so far)` is true (rows that met a stop token are not asked
+    again), and remembers how long its continuation was then."""
+
+    def __init__(self, row_done: Callable[[list[int]], bool], start: int, stops: Sequence[int]):
+        self.row_done = row_done
+        self.start = start
+        self.stops = set(stops)
+        self.lengths: dict[int, int] = {}
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        for row, ids in enumerate(input_ids[:, self.start :].tolist()):
+            if row not in self.lengths and not self.stops.intersection(ids) and self.row_done(ids):
+                self.lengths[row] = len(ids)
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool)
+        done[list(self.lengths)] = True
+        return done.to(input_ids.device)
+
+
 def _cut(
-    ids: list[int], stops: list[int], stop_strings: Sequence[str], tokenizer: PreTrainedTokenizerBase
+    ids: list[int],
+    stops: list[int],
+    stop_strings: Sequence[str],
+    tokenizer: PreTrainedTokenizerBase,
+    done_at: int | None = None,
 ) -> tuple[list[int], str, str]:
-    """The continuation cut before its first stop token, its text cut at the first stop string, and the reason."""
-    end = next((j for j, token in enumerate(ids) if token in stops), None)
-    reason = "length" if end is None else "stop"
-    ids = ids if end is None else ids[:end]
+    """The continuation cut before its first stop token (or after its first `done_at` tokens, when `row_done` ended
+    it), its text cut at the first stop string, and the reason."""
+    if done_at is not None:
+        ids, reason = ids[:done_at], "done"
+    else:
+        end = next((j for j, token in enumerate(ids) if token in stops), None)
+        reason = "length" if end is None else "stop"
+        ids = ids if end is None else ids[:end]
     text = tokenizer.decode(ids, skip_special_tokens=True)
     hits = [(text.find(s), s) for s in stop_strings if s and s in text]
     if hits:
@@ -317,6 +366,7 @@ def generate(
     token_mass_ids: Sequence[int] | None = None,
     token_mass_steps: int = 8,
     shared_prefix: SharedPrefix | None = None,
+    row_done: Callable[[list[int]], bool] | None = None,
     seed: int | None = None,
     progress: bool = False,
     desc: str = "generating",
@@ -337,6 +387,10 @@ def generate(
         shared_prefix: a [`SharedPrefix`] that every input starts with: its cached keys and values are reused and
             only the rest of each input is computed (inputs are left-padded after the prefix). Needs
             `num_return_sequences=1`.
+        row_done: called after each step with a row's continuation so far (token ids) until the row ends; returning
+            `True` ends it there, with `finish_reason="done"` (e.g. a judge whose answer is settled by its first
+            token: its batch stops as soon as every row is settled or stopped, and the unsettled rows decode on from
+            the same KV cache).
         seed: seeds torch before generating (reproducible sampling); recorded.
         progress: a tqdm bar over batches, labelled `desc`.
 
@@ -385,12 +439,14 @@ def generate(
                 mask = torch.cat([torch.ones(len(rows), skip, dtype=torch.long), mask], dim=1)
                 extra["cache"] = shared_prefix.cache_for(len(rows))
             recorder = _TokenMassRecorder(token_mass_ids, token_mass_steps) if token_mass_ids else None
+            ended = _RowDone(row_done, ids.shape[1], stops) if row_done is not None else None
             with torch.no_grad():
                 out = model.generate(
                     input_ids=ids.to(device),
                     attention_mask=mask.to(device),
                     generation_config=config,
                     logits_processor=LogitsProcessorList([recorder]) if recorder else None,
+                    stopping_criteria=StoppingCriteriaList([ended]) if ended else None,
                     tokenizer=tokenizer if strings else None,
                     **extra,
                 )
@@ -398,7 +454,8 @@ def generate(
             # generate returns the n samples of each input next to each other: row r is input r // n, sample r % n
             for r, generated in enumerate(out[:, ids.shape[1] :].tolist()):
                 prompt_index = rows[r // n]
-                token_ids, text, reason = _cut(generated, stops, strings, tokenizer)
+                done_at = ended.lengths.get(r) if ended is not None else None
+                token_ids, text, reason = _cut(generated, stops, strings, tokenizer, done_at)
                 mass = masses[r][: max(len(token_ids), 1)] if masses is not None else []
                 samples[prompt_index].append(Sample(prompt_index, r % n, token_ids, text, reason, mass))
     finally:

@@ -1,5 +1,7 @@
 """The one batched generator: n samples mapped back to their prompts, stop strings, effective settings recorded,
-train/eval mode restored, token mass (the judges' scores)."""
+train/eval mode restored, token mass (the judges' scores), rows ended early by `row_done`."""
+
+import random
 
 import pytest
 import torch
@@ -7,7 +9,7 @@ from testing_utils import line_tokenizer, scripted_llama, token_id
 from transformers import GenerationConfig
 
 from hf_safety.generation import default_generation_config, encode_prompt, generate, resolve_generation_config
-from hf_safety.toy import tiny_model
+from hf_safety.toy import build_tokenizer, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +123,30 @@ def test_model_mode_restored_and_prefill_encoding(llama3_tokenizer):
     assert not model.training
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         generate(model, llama3_tokenizer, [encoded.input_ids], batch_size=0)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_row_done_ends_rows_and_the_others_decode_on(batch_size):
+    tokenizer = build_tokenizer(["a b c d e f g h"], chat_format="llama3", model="word")
+    model = tiny_model(tokenizer, "llama", seed=3, hidden_size=32)
+    rng = random.Random(0)
+    inputs = [[rng.randrange(5, len(tokenizer)) for _ in range(n)] for n in (5, 2, 7, 3, 4, 6)]
+    config = default_generation_config(max_new_tokens=6)
+    plain = generate(model, tokenizer, inputs, config, batch_size=batch_size).first()
+    first = {s.token_ids[0] for s in plain if s.token_ids}
+    chosen = sorted(first)[: max(1, len(first) // 2)]  # rows whose first token is one of these end at once
+
+    asked = []
+
+    def row_done(ids):
+        asked.append(list(ids))
+        return len(ids) == 1 and ids[0] in chosen
+
+    ended = generate(model, tokenizer, inputs, config, batch_size=batch_size, row_done=row_done).first()
+    assert any(s.finish_reason == "done" for s in ended) and any(s.finish_reason != "done" for s in ended)
+    for e, p in zip(ended, plain):
+        if p.token_ids and p.token_ids[0] in chosen:
+            assert (e.token_ids, e.finish_reason) == (p.token_ids[:1], "done")
+        else:  # decoded on from the same cache: the plain continuation
+            assert (e.token_ids, e.text, e.finish_reason) == (p.token_ids, p.text, p.finish_reason)
+    assert min(map(len, asked)) == 1 and max(map(len, asked)) > 1  # asked after every step of the rows going on

@@ -10,7 +10,7 @@ import random
 
 import pytest
 import torch
-from testing_utils import GuardAnswers, guard_tokenizer, line_tokenizer, scripted_llama, toy_rows
+from testing_utils import ForwardShapes, GuardAnswers, guard_tokenizer, line_tokenizer, scripted_llama, toy_rows
 from transformers import GenerationConfig
 
 from hf_safety.generation import SharedPrefix, common_prefix_length, generate
@@ -111,29 +111,33 @@ def test_score_only_trusts_a_safe_first_token(lt):
     assert fast.score == pytest.approx(slow.score, abs=1e-6)
 
 
-def test_llama_guard_score_only_decodes_only_rows_not_answered_safe(rigged, monkeypatch):
+def test_llama_guard_score_only_decodes_only_rows_not_answered_safe(rigged):
+    """A batch whose rows are all answered `safe` costs one forward pass; a batch with an unsafe row decodes on from
+    that pass's KV cache (single-token steps: no row is computed twice)."""
     model, tokenizer, prompts, responses = rigged
     slow = LlamaGuardJudge(model, tokenizer, judge_mode="decode", shared_prefix=False, batch_size=3)(
         prompts, responses
     )
     assert {v.unsafe for v in slow} == {True, False}  # a mixed batch
     assert all(v.categories == ["S1: Violent Crimes"] for v in slow if v.unsafe)
-    decoded = []
-    original = LlamaGuardJudge._decode
-    monkeypatch.setattr(LlamaGuardJudge, "_decode", lambda self, texts: decoded.extend(texts) or original(self, texts))
-    built = []
-    original_build = SharedPrefix.build.__func__
-    monkeypatch.setattr(
-        SharedPrefix, "build", classmethod(lambda cls, m, ids: built.append(len(ids)) or original_build(cls, m, ids))
-    )
     for shared_prefix in (True, False):
-        decoded.clear()
         judge = LlamaGuardJudge(model, tokenizer, shared_prefix=shared_prefix, batch_size=3)
-        assert_same_verdicts(judge(prompts, responses), slow)
-        assert len(decoded) == sum(v.unsafe for v in slow)  # only the unsafe rows, for their categories
-        # one policy-prompt cache for the score pass and the decoded rows (none without sharing)
-        assert len(built) == (1 if shared_prefix else 0)
-        built.clear()
+        judge._kept_prefix = None
+        texts = [judge.build_prompt(p, r) for p, r in zip(prompts, responses)]
+        lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: -lengths[i])  # the generator's batches: longest first
+        batches = [order[start : start + 3] for start in range(0, len(order), 3)]
+        with ForwardShapes(model) as shapes:
+            assert_same_verdicts(judge(prompts, responses), slow)
+        if shared_prefix:  # the policy prompt, once, for every batch and every decoded row
+            assert shapes[0][0] == 1 and shapes[0][1] > 100
+            shapes = shapes[1:]
+        passes = [i for i, (_, length) in enumerate(shapes) if length > 1] + [len(shapes)]
+        assert len(passes) - 1 == len(batches)  # one pass over each batch's inputs
+        for batch, start, stop in zip(batches, passes, passes[1:]):
+            assert shapes[start][0] == len(batch) and all(length == 1 for _, length in shapes[start + 1 : stop])
+            steps = stop - start - 1  # decoding steps after the first answer token
+            assert (steps > 0) == any(slow[i].unsafe for i in batch)
 
 
 # -- HarmBench: score-only == decoding -----------------------------------------------------------------------------
@@ -213,8 +217,8 @@ def test_common_prefix_length():
 @pytest.mark.parametrize(
     "architecture, overrides",
     # a window shorter than the inputs: the left padding after the prefix would fall inside it, so no sharing
-    [("llama", {}), ("mistral", {"sliding_window": 8})],
-    ids=["llama", "mistral-window"],
+    [("llama", {}), ("mistral", {"sliding_window": 8}), ("mistral", {"sliding_window": 4096})],
+    ids=["llama", "mistral-window", "mistral-wide-window"],
 )
 def test_generate_with_a_shared_prefix_equals_without(architecture, overrides):
     tokenizer = build_tokenizer(["a b c d e f g h"], chat_format="llama3", model="word")
@@ -235,6 +239,9 @@ def test_generate_with_a_shared_prefix_equals_without(architecture, overrides):
             assert c.token_mass == pytest.approx(p.token_mass, abs=1e-6)
     assert prefix.cache.get_seq_length() == len(head)
     assert all(torch.equal(layer.keys, k) for layer, k in zip(prefix.cache.layers, keys))
+    if overrides.get("sliding_window") == 4096:  # shared, with sliding-window layers: their copies share the tensors
+        assert type(prefix.cache.layers[0]).__name__ == "DynamicSlidingWindowLayer"
+        assert prefix.cache_for(1).layers[0].keys is prefix.cache.layers[0].keys
     with pytest.raises(ValueError, match="shared prefix"):
         generate(model, tokenizer, [[1, 2]], shared_prefix=prefix)
     with pytest.raises(ValueError, match="num_return_sequences=1"):

@@ -221,6 +221,25 @@ def scripted_llama(tokenizer, table, default=None, logit=30.0, hidden=None):
 # -- random-weight guards that answer like Llama Guard 3 ----------------------------------------------------------
 
 
+class ForwardShapes(list):
+    """Records `(batch, length)` of the input ids of every forward pass of `model` while open (a context manager)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def __enter__(self):
+        def record(module, args, kwargs):
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            self.append(tuple(ids.shape))
+
+        self.handle = self.model.register_forward_pre_hook(record, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
 def guard_tokenizer(vocab_size=2000):
     """A byte-level BPE tokenizer (Llama 3 chat format) trained on the toy world's texts and the Llama Guard 3 prompt,
     so a judge input is a few hundred tokens, `safe` and `unsafe` are one token each, and, as in Llama 3's tokenizer,

@@ -27,14 +27,12 @@ Output and score: as for Llama Guard 3 (see [`~hf_safety.judges.llama_guard`]): 
 parse, unknown otherwise (never safe); score = P(first visible answer token begins "unsafe").
 
 Paths (`judge_mode`). Llama Guard 4 answers either straight away (`safe`) or after a blank line (`\\n\\n` then
-`unsafe`), so the score-only path cannot force a blank line as LG3's does. It reads the first answer position that
-greedy decoding would not fill with whitespace: one forward pass over the batch, and for the rows whose greedy token
-is whitespace only (or a special token that decodes to nothing), one more pass with that token forced, up to
-`max_blank_steps` times. From there it is [`LlamaGuardJudge`]'s score-only path: a `safe` token is trusted, an
-end-of-sequence token is unknown, a token no answer can start with is unknown, and anything else (`unsafe`...) is
-decoded for its categories. Same verdicts and scores as `judge_mode="decode"` (greedy decoding of every answer), with
-the documented limit that a `safe` first token is trusted; in score-only rows that were not decoded, `raw` holds the
-first visible answer token only.
+`unsafe`), so the score-only path does not force a blank line as LG3's does: greedy decoding writes the blank line when
+the model chooses to, and each row stops at its first visible answer token when that token settles it. From there it is
+[`LlamaGuardJudge`]'s score-only path: a `safe` token is trusted, a token no answer can start with is unknown, and
+anything else (`unsafe`...) decodes on from the same KV cache for its categories. Same verdicts and scores as
+`judge_mode="decode"` (greedy decoding of every answer), with the documented limit that a `safe` first token is
+trusted; in score-only rows settled by their first visible token, `raw` holds the answer up to that token only.
 """
 
 from __future__ import annotations
@@ -42,10 +40,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..generation import stop_token_ids
 from .llama_guard import LLAMA_GUARD_3_CATEGORIES, LLAMA_GUARD_MARKERS, LlamaGuardJudge
 from .sanitize import Neutralizer
 
@@ -121,8 +117,6 @@ class LlamaGuard4Judge(LlamaGuardJudge):
         threshold (`float`, *optional*): if set, `unsafe = score >= threshold` (categories still from the text).
         max_new_tokens (`int`, defaults to `64`), judge_mode (`str`, defaults to `"score"`), batch_size (`int`,
             defaults to `8`), `shared_prefix` and loading options: see [`LlamaGuardJudge`].
-        max_blank_steps (`int`, defaults to `2`): how many whitespace-only answer tokens the score-only path forces
-            before it decodes the row instead.
     """
 
     def __init__(
@@ -138,7 +132,6 @@ class LlamaGuard4Judge(LlamaGuardJudge):
         max_new_tokens: int = 64,
         judge_mode: str = "score",
         batch_size: int = 8,
-        max_blank_steps: int = 2,
         **load_kwargs,
     ):
         custom = categories is not None
@@ -164,7 +157,6 @@ class LlamaGuard4Judge(LlamaGuardJudge):
         self.name = "llama-guard-4"
         self.excluded_categories = list(excluded_categories)
         self.custom_categories = custom
-        self.max_blank_steps = max_blank_steps
         template = getattr(self.tokenizer, "chat_template", None)
         is_guard_template = isinstance(template, str) and "UNSAFE CONTENT CATEGORIES" in template
         if custom:
@@ -186,8 +178,8 @@ class LlamaGuard4Judge(LlamaGuardJudge):
             prompt += f" without {','.join(self.excluded_categories)}"
         decision = f"score >= {self.threshold}" if self.threshold is not None else "strict text parse"
         path = (
-            "one forward pass (plus one per leading whitespace token, at most "
-            f"{self.max_blank_steps}), the verdict from the first visible answer token; 'unsafe' answers decoded"
+            "one forward pass, the verdict from the first visible answer token; 'unsafe' answers (and leading blank "
+            "lines) decoded on from the same KV cache"
             if self.judge_mode == "score"
             else "greedy decoding of every answer"
         )
@@ -209,50 +201,5 @@ class LlamaGuard4Judge(LlamaGuardJudge):
         return render_llama_guard_4_prompt(messages, self.categories)
 
     def answer_prefix_ids(self, texts: Sequence[str]) -> list[int]:
-        """None: Llama Guard 4 may answer with or without a leading blank line (see [`next_token_probs`])."""
+        """None: Llama Guard 4 may answer with or without a leading blank line, so greedy decoding writes it."""
         return []
-
-    def _is_blank(self, token: int, stops: set[int]) -> bool:
-        """Whether greedy decoding would emit `token` before the answer's first visible token (as
-        [`first_visible_step`] skips it): whitespace only, or a special token that decodes to nothing."""
-        return token not in stops and not self.tokenizer.decode([token], skip_special_tokens=True).strip()
-
-    @torch.no_grad()
-    def next_token_probs(
-        self,
-        texts: Sequence[str],
-        *,
-        add_special_tokens: bool = True,
-        forced_ids: Sequence[int] = (),
-        shared_prefix: bool | None = None,
-    ) -> torch.Tensor:
-        """
-        Like [`ModelJudge.next_token_probs`], but read at each answer's first visible position: rows whose most
-        likely next token is whitespace only (Llama Guard 4's optional leading blank line) get that token forced and
-        one more forward pass (grouped by forced tokens), up to `max_blank_steps` times. The score-only path of
-        [`LlamaGuardJudge.judge`] then reads the verdict and P(unsafe) where greedy decoding's first visible step is.
-        """
-        texts = list(texts)
-        probs = super().next_token_probs(
-            texts, add_special_tokens=add_special_tokens, forced_ids=forced_ids, shared_prefix=shared_prefix
-        )
-        stops = set(stop_token_ids(self.model, self.tokenizer))
-        forced = [list(forced_ids) for _ in texts]
-        pending = list(range(len(texts)))
-        for _ in range(self.max_blank_steps):
-            tokens = probs.argmax(-1).tolist()
-            pending = [i for i in pending if self._is_blank(tokens[i], stops)]
-            if not pending:
-                break
-            groups: dict[tuple[int, ...], list[int]] = {}
-            for i in pending:
-                forced[i].append(tokens[i])
-                groups.setdefault(tuple(forced[i]), []).append(i)
-            for ids, rows in groups.items():
-                probs[rows] = super().next_token_probs(
-                    [texts[i] for i in rows],
-                    add_special_tokens=add_special_tokens,
-                    forced_ids=ids,
-                    shared_prefix=shared_prefix,
-                )
-        return probs

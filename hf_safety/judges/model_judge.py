@@ -6,7 +6,8 @@ Judge models load through the package's one loader (`hf_safety.models`: Hub id o
 - [`ModelJudge.generate`]: greedy decoding through the one batched generator (`hf_safety.generation`) with a fixed
   configuration (the checkpoint's own `generation_config.json` cannot turn sampling or a repetition penalty on). While
   generating, the probability mass of a chosen token set (e.g. the tokens that begin "unsafe") is recorded for the
-  first few steps from the raw logits, so judges get a score without a second forward pass.
+  first few steps from the raw logits, so judges get a score without a second forward pass; `row_done` ends rows whose
+  answer is settled early (Llama Guard's score-only path: a `safe` first token), the others decode on.
 - [`ModelJudge.next_token_probs`]: one forward pass, the next-token distribution after each input (optionally followed
   by forced tokens). Greedy decoding's first token is its argmax, so a guard whose verdict is its first answer token
   (Llama Guard's `safe`/`unsafe`, HarmBench's `Yes`/`No`) is judged without decoding.
@@ -53,11 +54,13 @@ class GenerationResult:
         text (`str`): the generated text, special tokens skipped.
         token_ids (`list[int]`): the generated ids, up to (not including) the first end-of-sequence id.
         step_mass (`list[float]`): per step (the first few), the probability of the requested token set.
+        finish_reason (`str`): why it ended (see [`~hf_safety.generation.Sample`]); `"done"` when `row_done` ended it.
     """
 
     text: str
     token_ids: list[int]
     step_mass: list[float] = field(default_factory=list)
+    finish_reason: str = "stop"
 
 
 class ModelJudge(Judge):
@@ -189,6 +192,8 @@ class ModelJudge(Judge):
         add_special_tokens: bool = True,
         score_token_ids: Sequence[int] | None = None,
         score_steps: int = 8,
+        forced_ids: Sequence[int] = (),
+        row_done: Callable[[list[int]], bool] | None = None,
         shared_prefix: bool | None = None,
     ) -> list[GenerationResult]:
         """
@@ -202,6 +207,11 @@ class ModelJudge(Judge):
                 rendered by a chat template).
             score_token_ids (`Sequence[int]`, *optional*): token set whose probability is recorded per step.
             score_steps (`int`, defaults to `8`): how many first steps to record.
+            forced_ids (`Sequence[int]`, *optional*): token ids appended to every text (the answer's forced opening;
+                not part of the results' text or ids).
+            row_done (`Callable[[list[int]], bool]`, *optional*): ends a row early from its generated ids so far (see
+                [`~hf_safety.generation.generate`]): the score-only path stops rows settled by their first answer
+                token, and the others decode on from the same KV cache.
             shared_prefix (`bool`, *optional*): reuse the KV cache of the texts' common token prefix (default:
                 `self.shared_prefix`).
         """
@@ -213,17 +223,19 @@ class ModelJudge(Judge):
             no_repeat_ngram_size=0,
         )
         encoded = self.tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
+        inputs = [list(ids) + [int(i) for i in forced_ids] for ids in encoded]
         output = generate(
             self.model,
             self.tokenizer,
-            encoded,
+            inputs,
             config,
             batch_size=self.batch_size,
             token_mass_ids=score_token_ids,
             token_mass_steps=score_steps,
-            shared_prefix=self._prefix_of(encoded, shared_prefix),
+            shared_prefix=self._prefix_of(inputs, shared_prefix),
+            row_done=row_done,
         )
-        return [GenerationResult(s.text, s.token_ids, s.token_mass) for s in output.first()]
+        return [GenerationResult(s.text, s.token_ids, s.token_mass, s.finish_reason) for s in output.first()]
 
     @torch.no_grad()
     def next_token_probs(
