@@ -5,11 +5,11 @@ Paths (each at batch size 1, one-by-one, and at `--batch-size`):
 
 - `decode`: the decoding path (`judge_mode="decode"`, `shared_prefix=False`): every answer greedily decoded;
 - `score`: score-only (`judge_mode="score"`, `shared_prefix=False`): one forward pass, the verdict and P(unsafe) read
-  from the first answer token; rows answered `unsafe` (or not settled by their first token) are decoded for their
-  categories;
+  from the first answer token; rows answered `unsafe` (or not settled by their first token) decode on from the same KV
+  cache for their categories;
 - `score+prefix`: score-only with the shared policy prompt's KV cache (the default judge).
 
-Run (CPU, offline; about 3 minutes on 2 cores with the defaults):
+Run (CPU, offline; about 2 minutes on 2 cores with the defaults):
 
     HF_HUB_OFFLINE=1 /work/main/.venv/bin/python bench/judge_throughput.py --threads 1
 
@@ -17,21 +17,22 @@ Measured on 2 CPU cores, `--threads 1`, 200 pairs of 239-253 tokens (152 shared 
 25% answered unsafe (verdicts/s; x = speed-up over one-by-one decoding):
 
     default judge (hidden 256, 4 layers; judge_throughput.json)   batch 1          batch 16
-      decode                                                      33.1  (1.00x)    47.1  (1.42x)
-      score-only                                                  37.5  (1.13x)    43.1  (1.30x)
-      score-only + shared prefix                                  53.0  (1.60x)    96.8  (2.92x)
+      decode                                                      32.7  (1.00x)    48.5  (1.48x)
+      score-only                                                  42.2  (1.29x)    50.4  (1.54x)
+      score-only + shared prefix                                  63.0  (1.93x)    95.8  (2.93x)
     decode-bound judge (hidden 64, 2 layers, 128 pairs, batch 32; judge_throughput_decode_bound.json)
-      decode / score-only / score-only + shared prefix            120 / 166 / 179  316 / 290 / 544  (4.55x)
+      decode / score-only / score-only + shared prefix            122 / 174 / 200  312 / 336 / 576  (4.73x)
     random answers (hidden 256, 64 pairs; judge_throughput_random.json)
-      decode / score-only / score-only + shared prefix            5.6 / 57 / 89    17 / 56 / 129    (23.1x)
+      decode / score-only / score-only + shared prefix            5.7 / 54 / 87    18 / 51 / 133    (23.3x)
 
 The >= 5x targets (score-only + shared prefix against decoding at batch size 1, and batched against one-by-one
 decoding) are NOT met on CPU with guard-like answers: a Llama Guard answer is 3-6 tokens, so decoding adds little to
-the prompt's forward pass, which is compute-bound here and of which only the shared 62% is saved; and unsafe rows are
-decoded for their categories (their suffix computed twice). They are met with the random weights' own answers (16x
-and 23x), where decoding runs to 64 tokens. On a GPU at batch size 1, each decoding step costs about a forward pass,
-so score-only saves most of a safe answer's 3 steps; not measured here. Every path gave one-by-one decoding's
-verdicts and categories in every run (scores within 1e-12; with random answers, see `--answers random` below).
+the prompt's forward pass, which is compute-bound here and of which only the shared 62% is saved (profiled at batch 1:
+the model's forward passes take about 75% of the time). They are met with the random
+weights' own answers (15x and 23x), where decoding runs to 64 tokens. On a GPU at batch size 1, each decoding step
+costs about a forward pass, so score-only saves most of a safe answer's 3 steps; not measured here. Every path gave
+one-by-one decoding's verdicts and categories in every run (scores within 1e-12; with random answers, see
+`--answers random` below).
 
 The decode-bound case (a smaller judge, where per-step overhead dominates as for batch-1 decoding on a GPU):
 
@@ -66,9 +67,10 @@ a real Llama Guard 3's (`\\n\\nsafe<|eot_id|>`, `\\n\\nunsafe\\nS1<|eot_id|>`). 
 Verdicts, categories and scores of every path are compared with one-by-one decoding's; mismatches are reported.
 
 `--answers random` keeps the random weights' own answers instead (the setting of the issue: every answer is garbage,
-so decoding runs to `--max-new-tokens` and every verdict is unknown; score-only reads "unknown" from the first token
-without decoding, after a forced blank line the random model would not write, so its scores differ from decoding's:
-those mismatches are expected there and counted). Result: `bench/results/judge_throughput_random.json`:
+so decoding runs to `--max-new-tokens` and every verdict is unknown; score-only stops each row at its first answer
+token, which no answer starts with, after a forced blank line the random model would not write, so its scores differ
+from decoding's: the differences, up to 5e-4, are expected there and reported). Result:
+`bench/results/judge_throughput_random.json`:
 
     HF_HUB_OFFLINE=1 /work/main/.venv/bin/python bench/judge_throughput.py --answers random --inputs 64 --rounds 2 \\
         --threads 1 --output bench/results/judge_throughput_random.json
