@@ -32,6 +32,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.utils import logging
 
 from .quant import find_fused_experts, moe_experts_layout_error, quantize_moe_experts
@@ -162,6 +163,19 @@ def quantizes_experts(
     return len(unsupported) < len(layouts)
 
 
+def default_device_map() -> str | dict[str, int] | None:
+    """Where a model goes when the caller names no `device_map`: nowhere in particular without CUDA (`None`), the
+    process's own GPU under a multi-process launch (`accelerate launch`, `torchrun`: `WORLD_SIZE` > 1, `LOCAL_RANK`),
+    so that every process holds one whole copy (a judge, a reference model), else `"auto"`; `None` under DeepSpeed
+    ZeRO-3, which places the weights itself."""
+    if not torch.cuda.is_available() or is_deepspeed_zero3_enabled():
+        return None
+    local_rank = os.environ.get("LOCAL_RANK")
+    if local_rank is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return {"": int(local_rank)}
+    return "auto"
+
+
 def _single_device(device_map: Any) -> torch.device | None:
     """The one device `device_map` puts the model on (`None`/"auto"/"balanced"...: the current GPU, else CPU), or
     `None` for a map over several devices."""
@@ -263,8 +277,8 @@ def load_model_and_tokenizer(
         task (`str`, defaults to `"causal-lm"`): `"causal-lm"` (`AutoModelForCausalLM`) or `"sequence-classification"`.
         tokenizer (optional): a tokenizer, or where to load it from (default: `name_or_path`).
         dtype (defaults to `"auto"`): the checkpoint's dtype unless given.
-        device_map (optional): passed to `from_pretrained`; defaults to `"auto"` when CUDA is available, and to
-            `"cpu"` for a 4-bit load without CUDA.
+        device_map (optional): passed to `from_pretrained`; defaults to [`default_device_map`] (`"auto"` with CUDA,
+            the process's own GPU under a multi-process launch), and to `"cpu"` for a 4-bit load without CUDA.
         load_in_4bit (`bool`, defaults to `False`): quantize with [`bnb_4bit_config`] (needs `bitsandbytes`); the
             experts of a fused-expert MoE too (see [`from_pretrained_4bit_experts`]).
         bnb_4bit_compute_dtype (optional): compute dtype of the 4-bit layers (default: float32 with
@@ -280,8 +294,8 @@ def load_model_and_tokenizer(
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     name = check_model_path(resolve_model_name(name_or_path))
     kwargs: dict[str, Any] = dict(dtype=dtype, trust_remote_code=trust_remote_code, revision=revision)
-    if device_map is None and torch.cuda.is_available():
-        device_map = "auto"
+    if device_map is None:
+        device_map = default_device_map()
     if load_in_4bit:
         device_map = device_map or "cpu"
         if bnb_4bit_compute_dtype is None and device_map == "cpu":

@@ -5,10 +5,11 @@ import ast
 from pathlib import Path
 
 import pytest
+import torch
 import transformers
 
 import hf_safety.models as models
-from hf_safety.models import load_model_and_tokenizer, looks_like_local_path, resolve_model_name
+from hf_safety.models import default_device_map, load_model_and_tokenizer, looks_like_local_path, resolve_model_name
 from hf_safety.toy import TOY_MODEL, resolve_model, tiny_model
 
 
@@ -116,3 +117,29 @@ def test_one_loader_one_generator_one_evaluation_loop():
     assert generators == ["generation.py"], generators  # every `model.generate(...)` call
     loops = sorted(str(p.relative_to(PACKAGE)) for p in modules if _calls(p, "apply") and "attack" in p.read_text())
     assert loops == ["eval/evaluator.py"], loops  # the only place attacks are applied to suite rows
+
+
+@pytest.mark.parametrize(
+    "cuda, env, expected",
+    [
+        (False, {"LOCAL_RANK": "1", "WORLD_SIZE": "2"}, None),
+        (True, {}, "auto"),
+        (True, {"LOCAL_RANK": "0", "WORLD_SIZE": "1"}, "auto"),
+        (True, {"LOCAL_RANK": "1", "WORLD_SIZE": "2"}, {"": 1}),  # one whole copy per process, on its own GPU
+    ],
+)
+def test_default_device_map(cuda, env, expected, monkeypatch, llama3_tokenizer):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    for key in ("LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert default_device_map() == expected
+    seen = {}
+    monkeypatch.setattr(models, "_from_pretrained", lambda loader, name, what, **kwargs: seen.update(kwargs))
+    load_model_and_tokenizer("some/judge", tokenizer=llama3_tokenizer)
+    assert seen.get("device_map") == expected
+    load_model_and_tokenizer("some/judge", tokenizer=llama3_tokenizer, device_map="cpu")
+    assert seen["device_map"] == "cpu"  # a map the caller names is kept
+    monkeypatch.setattr(models, "is_deepspeed_zero3_enabled", lambda: True)
+    assert default_device_map() is None  # ZeRO-3 places the weights itself
