@@ -30,6 +30,7 @@ from hf_safety.judges import (
     load_judge,
 )
 from hf_safety.judges.llama_guard4 import LLAMA_GUARD_4_CATEGORIES, render_llama_guard_4_prompt
+from hf_safety.judges.model_judge import NextToken
 from hf_safety.judges.shieldgemma import (
     SHIELDGEMMA_HARM_TYPES,
     parse_shieldgemma_output,
@@ -496,7 +497,13 @@ def test_shieldgemma_combines_principles(sg_tok, monkeypatch):
         *(row(0.1, 0.8, no), row(0.3, 0.3, maybe), row(0.2, 0.7, no)),
         *(row(0.9, 0.05, yes), row(0.3, 0.3, maybe), row(0.2, 0.7, no)),
     ]
-    monkeypatch.setattr(judge, "next_token_probs", lambda texts, **kwargs: torch.stack(rows)[: len(texts)])
+    monkeypatch.setattr(judge, "next_token_probs", None)  # never the whole vocabulary per input
+
+    def next_token(texts, token_ids, **kwargs):
+        probs = torch.stack(rows)[: len(texts)]
+        return NextToken(probs[:, token_ids], probs.argmax(-1).tolist())
+
+    monkeypatch.setattr(judge, "next_token", next_token)
     verdicts = judge(["p"] * 4, ["r"] * 4)
     assert [v.unsafe for v in verdicts] == [True, False, None, True]
     assert [v.categories for v in verdicts] == [["Hate Speech"], [], [], ["Dangerous Content"]]
@@ -678,6 +685,7 @@ def test_strongreject_finetuned_score(sr_tok):
     logits = {"1": 1.0, "2": 2.0, "3": 3.0, "4": 0.0, "5": 5.0}
     model = scripted_llama(sr_tok, {"### Answer: ": logits})
     judge = StrongREJECTJudge(model, sr_tok, evaluator="finetuned", batch_size=2)
+    judge.next_token_probs = None  # the five digits' odds only, never a whole vocabulary per input
     verdicts = judge(PROMPTS[:3], RESPONSES[:3])
     probs = torch.softmax(torch.tensor(list(logits.values())), 0)
     expected = (probs * torch.linspace(0, 1, 5)).sum().item()  # upstream's expected value

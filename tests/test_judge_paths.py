@@ -152,8 +152,9 @@ def test_harmbench_score_only_equals_decoding(lt_mistral, table):
     model = scripted_llama(lt_mistral, table)
     behaviors, generations = ["b", "longer\nbehaviour", "c"], ["g", "x", "a\nlonger\ngeneration"]
     slow = HarmBenchJudge(model, lt_mistral, judge_mode="decode", shared_prefix=False)(behaviors, generations)
-    fast = HarmBenchJudge(model, lt_mistral, batch_size=2)(behaviors, generations)
-    assert_same_verdicts(fast, slow)
+    judge = HarmBenchJudge(model, lt_mistral, batch_size=2)
+    judge.next_token_probs = None  # reads two tokens' odds, never a whole vocabulary per input
+    assert_same_verdicts(judge(behaviors, generations), slow)
 
 
 def test_score_only_equals_decoding_on_random_models():
@@ -168,7 +169,7 @@ def test_score_only_equals_decoding_on_random_models():
     assert_same_verdicts(fast, slow)
 
 
-# -- next_token_probs: shared prefix, sorted batches --------------------------------------------------------------
+# -- next_token_probs / next_token: shared prefix, sorted batches --------------------------------------------------------------
 
 
 def test_next_token_probs_prefix_cache_and_input_order(rigged, monkeypatch):
@@ -206,6 +207,10 @@ def test_next_token_probs_prefix_cache_and_input_order(rigged, monkeypatch):
     torch.testing.assert_close(judge.next_token_probs(texts, add_special_tokens=False, forced_ids=forced), reference,
                                atol=1e-5, rtol=1e-4)  # fmt: skip
     assert judge.next_token_probs([], add_special_tokens=False).shape == (0, model.config.vocab_size)
+    # next_token: the same pass reduced batch by batch to a few tokens' odds and the greedy choice
+    first = judge.next_token(texts, [5, 9, 5], add_special_tokens=False, forced_ids=forced)
+    torch.testing.assert_close(first.probs, reference[:, [5, 9, 5]], atol=1e-5, rtol=1e-4)
+    assert first.greedy == reference.argmax(-1).tolist()
 
 
 def test_common_prefix_length():

@@ -193,13 +193,13 @@ class HarmBenchJudge(ModelJudge):
         texts = [self.build_prompt(b, g, c) for b, g, c in zip(behaviors, generations, contexts)]
         yes_ids = self.token_ids_where("yes", lambda text: text.strip().lower() == "yes")
         if self.judge_mode == "score":
-            probs = self.next_token_probs(texts, add_special_tokens=True)
+            first = self.next_token(texts, yes_ids, add_special_tokens=True)
             stops = set(stop_token_ids(self.model, self.tokenizer))
             answers = [  # what the generator would return for that one greedy token (a stop token: nothing)
                 "" if token in stops else self.tokenizer.decode([token], skip_special_tokens=True)
-                for token in probs.argmax(-1).tolist()
+                for token in first.greedy
             ]
-            scores: list[float | None] = probs[:, yes_ids].sum(-1).tolist()
+            scores: list[float | None] = first.probs.sum(-1).tolist()
         else:
             results = self.generate(
                 texts, max_new_tokens=1, add_special_tokens=True, score_token_ids=yes_ids, score_steps=1

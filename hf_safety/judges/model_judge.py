@@ -8,9 +8,10 @@ Judge models load through the package's one loader (`hf_safety.models`: Hub id o
   generating, the probability mass of a chosen token set (e.g. the tokens that begin "unsafe") is recorded for the
   first few steps from the raw logits, so judges get a score without a second forward pass; `row_done` ends rows whose
   answer is settled early (Llama Guard's score-only path: a `safe` first token), the others decode on.
-- [`ModelJudge.next_token_probs`]: one forward pass, the next-token distribution after each input (optionally followed
-  by forced tokens). Greedy decoding's first token is its argmax, so a guard whose verdict is its first answer token
-  (Llama Guard's `safe`/`unsafe`, HarmBench's `Yes`/`No`) is judged without decoding.
+- [`ModelJudge.next_token_probs`] / [`ModelJudge.next_token`]: one forward pass, the next-token distribution after each
+  input (optionally followed by forced tokens), whole or reduced to a few tokens' odds and the greedy choice. Greedy
+  decoding's first token is its argmax, so a guard whose whole answer is one token (HarmBench's and ShieldGemma's
+  `Yes`/`No`, the StrongREJECT evaluator's grade) is judged without decoding.
 
 Both are batched by length (longest first for decoding, shortest first for scoring; results in input order) and, with
 `shared_prefix` (the default), encode the longest token prefix common to a call's inputs (the guard's policy prompt)
@@ -21,7 +22,7 @@ packed: padding-free batches would need a varlen attention backend and cannot sh
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,21 @@ def check_judge_mode(judge_mode: str) -> str:
     if judge_mode not in JUDGE_MODES:
         raise ValueError(f"judge_mode must be one of {JUDGE_MODES}, got {judge_mode!r}")
     return judge_mode
+
+
+@dataclass
+class NextToken:
+    """
+    What [`ModelJudge.next_token`] reads from one forward pass per input.
+
+    Attributes:
+        probs (`torch.Tensor`): float32, CPU, `[inputs, len(token_ids)]`: the softmax over the whole vocabulary at the
+            requested token ids.
+        greedy (`list[int]`): per input, the most likely next token over the whole vocabulary.
+    """
+
+    probs: torch.Tensor
+    greedy: list[int]
 
 
 @dataclass
@@ -237,7 +253,6 @@ class ModelJudge(Judge):
         )
         return [GenerationResult(s.text, s.token_ids, s.token_mass, s.finish_reason) for s in output.first()]
 
-    @torch.no_grad()
     def next_token_probs(
         self,
         texts: Sequence[str],
@@ -255,7 +270,7 @@ class ModelJudge(Judge):
             forced_ids (`Sequence[int]`, *optional*): token ids appended to every text before reading the next token
                 (e.g. Llama Guard 3's leading blank line, which its answers always start with).
             shared_prefix (`bool`, *optional*): `None` uses `self.shared_prefix`. When on, the longest token prefix
-                common to all inputs is run once (batch size 1) and its KV cache copied into every batch, so each batch
+                common to all inputs is run once (batch size 1) and its KV cache reused by every batch, so each batch
                 computes only the rest of its inputs.
 
         Returns:
@@ -263,10 +278,48 @@ class ModelJudge(Judge):
             after each text's tokens and `forced_ids`, in input order. Batches of `batch_size` are formed from the
             inputs sorted by length and right-padded (the rows' last real positions are read), so short inputs do not
             pay for long ones. Row `i` equals what greedy decoding of `texts[i]` (with `forced_ids` forced) sees at its
-            first free step, up to float rounding.
+            first free step, up to float rounding. A whole vocabulary per input: judges that need a few tokens' odds
+            use [`next_token`], which keeps only those.
         """
+        out = torch.empty(len(texts), self.model.config.get_text_config().vocab_size)
+        for rows, probs in self._next_token_batches(texts, add_special_tokens, forced_ids, shared_prefix):
+            out[rows] = probs.cpu()
+        return out
+
+    def next_token(
+        self,
+        texts: Sequence[str],
+        token_ids: Sequence[int],
+        *,
+        add_special_tokens: bool = True,
+        forced_ids: Sequence[int] = (),
+        shared_prefix: bool | None = None,
+    ) -> NextToken:
+        """
+        What [`next_token_probs`] gives, reduced batch by batch to what a judge reads: the probabilities of
+        `token_ids` and the most likely token (greedy decoding's first choice), so a call over many inputs holds a few
+        numbers per input instead of a vocabulary (a 256k-token vocabulary is 1 MB per input in float32).
+        """
+        ids = torch.tensor([int(i) for i in token_ids], dtype=torch.long)
+        probs = torch.empty(len(texts), len(ids))
+        greedy = torch.empty(len(texts), dtype=torch.long)
+        for rows, batch in self._next_token_batches(texts, add_special_tokens, forced_ids, shared_prefix):
+            probs[rows] = batch[:, ids.to(batch.device)].cpu()
+            greedy[rows] = batch.argmax(-1).cpu()
+        return NextToken(probs, greedy.tolist())
+
+    @torch.no_grad()
+    def _next_token_batches(
+        self,
+        texts: Sequence[str],
+        add_special_tokens: bool,
+        forced_ids: Sequence[int],
+        shared_prefix: bool | None,
+    ) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """Per length-sorted batch: the indices of its inputs and their next-token softmax (float32, on the model's
+        device, `[rows, vocab]`); see [`next_token_probs`]."""
         if not texts:
-            return torch.empty(0, self.model.config.get_text_config().vocab_size)
+            return
         encoded = self.tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
         inputs = [list(ids) + [int(i) for i in forced_ids] for ids in encoded]
         prefix = self._prefix_of(inputs, shared_prefix)
@@ -274,7 +327,6 @@ class ModelJudge(Judge):
         device, pad_id = self._device, self.tokenizer.pad_token_id
         keep_logits = accepts_argument(self.model, "logits_to_keep")
         order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
-        rows_out: list[torch.Tensor] = [None] * len(inputs)  # type: ignore[list-item]
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
             rest = [torch.tensor(inputs[i][skip:], dtype=torch.long) for i in rows]
@@ -295,10 +347,7 @@ class ModelJudge(Judge):
                 **kwargs,
             ).logits
             column = torch.searchsorted(positions, last) if logits.shape[1] == len(positions) else last
-            probs = torch.softmax(logits[torch.arange(len(rows)), column.to(logits.device)].float(), dim=-1).cpu()
-            for row, p in zip(rows, probs):
-                rows_out[row] = p
-        return torch.stack(rows_out)
+            yield rows, torch.softmax(logits[torch.arange(len(rows)), column.to(logits.device)].float(), dim=-1)
 
     def _prefix_of(self, inputs: Sequence[Sequence[int]], shared_prefix: bool | None) -> SharedPrefix | None:
         """The inputs' common prefix with its KV cache, if sharing is on and they have one. The last prefix built is

@@ -257,13 +257,13 @@ class ShieldGemmaJudge(ModelJudge):
         names = list(self.guidelines)
         texts = [self.build_prompt(p, r, self.guidelines[n]) for p, r in zip(prompts, responses) for n in names]
         if self.judge_mode == "score":
-            probs = self.next_token_probs(texts, add_special_tokens=False)
+            first = self.next_token(texts, [self.yes_id, self.no_id], add_special_tokens=False)
             stops = set(stop_token_ids(self.model, self.tokenizer))
             answers = [  # what greedy decoding's first step would return (a stop token: nothing)
                 "" if token in stops else self.tokenizer.decode([token], skip_special_tokens=True)
-                for token in probs.argmax(-1).tolist()
+                for token in first.greedy
             ]
-            scores = [_p_yes(y, n) for y, n in zip(probs[:, self.yes_id].tolist(), probs[:, self.no_id].tolist())]
+            scores = [_p_yes(y, n) for y, n in first.probs.tolist()]
         else:
             answers, scores = self._decode(texts)
         verdicts = []

@@ -262,7 +262,7 @@ class StrongREJECTJudge(ModelJudge):
     def _score(self, texts: list[str]) -> list[Verdict]:
         """The fine-tuned evaluator: the expected score under the next-token distribution over "1".."5"."""
         digits = [self.single_token_id(d, "the fine-tuned evaluator") for d in _DIGITS]
-        probs = self.next_token_probs(texts, add_special_tokens=True)[:, digits]
+        probs = self.next_token(texts, digits, add_special_tokens=True).probs
         verdicts = []
         for row in probs.tolist():
             total = sum(row)
