@@ -267,11 +267,18 @@ def test_derta_step_on_4bit_mixtral_by_path_trains_only_lora(saved_mixtral, tmp_
     quantization = bnb_4bit_config(torch.float32)
     trainer = DeRTaTrainer(
         model=saved_mixtral,
-        args=DeRTaConfig(output_dir=str(tmp_path / "out"), max_steps=1, learning_rate=1e-2, **cpu_args),
+        args=DeRTaConfig(
+            output_dir=str(tmp_path / "out"),
+            max_steps=1,
+            learning_rate=1e-2,
+            model_init_kwargs={"dtype": torch.float32},
+            **cpu_args,
+        ),
         train_dataset=Dataset.from_list(rows),
         quantization_config=quantization,
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"),
     )
+    assert trainer.args.model_init_kwargs == {"dtype": torch.float32}  # used by the loader, left to the user
     base = trainer.model.get_base_model()
     assert isinstance(base.model.layers[0].mlp.experts, SplitExperts)
     assert type(base.model.layers[0].mlp.experts[0].down.base_layer).__name__ == "Linear4bit"

@@ -124,6 +124,7 @@ def test_qlora_by_name_trains_both_sides_on_cpu(tmp_path):
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"),
         quantization_config=bnb_4bit_config(torch.float32),
     )
+    assert trainer.args.model_init_kwargs == {"dtype": torch.float32}  # used by the loader, left to the user
     for model in (trainer.model, trainer.red_team_model):
         kinds = {type(m).__name__ for m in model.modules()}
         assert "Linear4bit" in kinds  # the base really is in 4-bit, LoRA on top

@@ -94,7 +94,6 @@ def _load_with_4bit_experts(
         processing_class = load_tokenizer(
             model, trust_remote_code=kwargs["trust_remote_code"], revision=kwargs.get("revision")
         )
-    args.model_init_kwargs = None  # used here; SFTTrainer gets the loaded model
     return loaded, processing_class, None
 
 
@@ -206,8 +205,12 @@ class DeRTaTrainer(HubPublishingMixin, SFTTrainer):
         self._refusal_note = ""
         self._sequence_counts = {"benign": 0, "harmful_prefix": 0, "rto": 0}
         # DeRTa's collator packs each batch itself (every sequence within max_length): SFTTrainer's padding-free
-        # checks and collator do not apply
+        # checks and collator do not apply. A model loaded above has used `model_init_kwargs` (SFTTrainer would warn
+        # that they are ignored). Both are the user's again after SFTTrainer's init.
         padding_free, args.padding_free = args.padding_free, False
+        model_init_kwargs = args.model_init_kwargs
+        if not isinstance(model, str):
+            args.model_init_kwargs = None
         try:
             super().__init__(
                 model=model,
@@ -227,6 +230,7 @@ class DeRTaTrainer(HubPublishingMixin, SFTTrainer):
             )
         finally:
             args.padding_free = padding_free
+            args.model_init_kwargs = model_init_kwargs
         self.padding_free = padding_free
         if self._skip_prepare_dataset:  # the user's own `input_ids`/`labels`, used as they are (as SFTTrainer does)
             self.train_dataset = self._contract_from_user_tokens(self.train_dataset, "train")

@@ -239,17 +239,21 @@ class SEASTrainer(HubPublishingMixin, DPOTrainer):
         else:
             self.red_team_ref_model = copy.deepcopy(red_team_model).eval().requires_grad_(False)
         self.red_team_model = red_team_model
-        args.model_init_kwargs = None  # used above by the loader; DPOTrainer gets the loaded models
+        # used above by the loader; DPOTrainer gets the loaded models (and would warn that they are ignored)
+        model_init_kwargs, args.model_init_kwargs = args.model_init_kwargs, None
         self._preparing_seed_pool = True
-        super().__init__(
-            model=model,
-            ref_model=ref_model,
-            args=args,
-            train_dataset=train_dataset,
-            processing_class=processing_class,
-            callbacks=callbacks,
-            peft_config=peft_config,
-        )
+        try:
+            super().__init__(
+                model=model,
+                ref_model=ref_model,
+                args=args,
+                train_dataset=train_dataset,
+                processing_class=processing_class,
+                callbacks=callbacks,
+                peft_config=peft_config,
+            )
+        finally:
+            args.model_init_kwargs = model_init_kwargs  # the user's arguments are left as they came
         self._preparing_seed_pool = False
         self.seed_pool_dataset = train_dataset
         self.evaluator = None
