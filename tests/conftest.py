@@ -12,7 +12,7 @@ import threading  # noqa: E402
 
 import huggingface_hub  # noqa: E402
 import pytest  # noqa: E402
-from testing_utils import FakeHub, toy_corpus  # noqa: E402
+from testing_utils import FakeHub, line_tokenizer, toy_corpus  # noqa: E402
 
 from hf_safety.toy import build_tokenizer  # noqa: E402
 
@@ -39,6 +39,19 @@ def llama3_tokenizer(corpus):
 @pytest.fixture(scope="session")
 def mistral_tokenizer(corpus):
     return build_tokenizer(corpus, chat_format="mistral", model="word")
+
+
+@pytest.fixture(scope="module")
+def lt():
+    """A tokenizer with one token per line of text, Llama 3 specials (see `testing_utils.line_tokenizer`); one per
+    module, as judges may give it a pad token."""
+    return line_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def lt_mistral():
+    """The same with Mistral's `<s>` / `</s>`."""
+    return line_tokenizer(eos="</s>", bos="<s>")
 
 
 @pytest.fixture

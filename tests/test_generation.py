@@ -5,16 +5,11 @@ import random
 
 import pytest
 import torch
-from testing_utils import line_tokenizer, scripted_llama, token_id
+from testing_utils import scripted_llama, token_id
 from transformers import GenerationConfig
 
 from hf_safety.generation import default_generation_config, encode_prompt, generate, resolve_generation_config
 from hf_safety.toy import build_tokenizer, tiny_model
-
-
-@pytest.fixture(scope="module")
-def lt():
-    return line_tokenizer()
 
 
 # Each prompt's last line decides the whole continuation: "safe" -> "S1,S10" -> "Yes" -> eos, "No" -> "Maybe" -> eos,

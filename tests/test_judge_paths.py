@@ -10,7 +10,7 @@ import random
 
 import pytest
 import torch
-from testing_utils import ForwardShapes, GuardAnswers, guard_tokenizer, line_tokenizer, scripted_llama, toy_rows
+from testing_utils import ForwardShapes, GuardAnswers, guard_tokenizer, scripted_llama, toy_rows
 from transformers import GenerationConfig
 
 from hf_safety.generation import SharedPrefix, common_prefix_length, generate
@@ -25,16 +25,6 @@ from hf_safety.judges import (
 from hf_safety.judges.harmbench import HARMBENCH_PROMPTS
 from hf_safety.judges.llama_guard import render_llama_guard_prompt
 from hf_safety.toy import build_tokenizer, tiny_model
-
-
-@pytest.fixture(scope="module")
-def lt():
-    return line_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def lt_mistral():
-    return line_tokenizer(eos="</s>", bos="<s>")
 
 
 @pytest.fixture(scope="module")

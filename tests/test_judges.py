@@ -42,16 +42,6 @@ from hf_safety.models import bnb_4bit_config
 from hf_safety.toy import build_tokenizer, tiny_model
 
 
-@pytest.fixture(scope="module")
-def lt():
-    return line_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def lt_mistral():
-    return line_tokenizer(eos="</s>", bos="<s>")
-
-
 def guard(tokenizer, table, **kwargs):
     return LlamaGuardJudge(scripted_llama(tokenizer, table), tokenizer, **kwargs)
 
