@@ -224,22 +224,29 @@ class LlamaGuardJudge(ModelJudge):
         self.version = version
         self.classify = classify
         self.categories = dict(CATEGORIES[version] if categories is None else categories)
-        template = getattr(self.tokenizer, "chat_template", None)
-        is_guard_template = isinstance(template, str) and "UNSAFE CONTENT CATEGORIES" in template
-        if categories is not None:
-            use_chat_template = False
-        elif use_chat_template is None:
-            use_chat_template = is_guard_template
-        elif use_chat_template and not template:
-            raise ValueError("use_chat_template=True but the tokenizer has no chat template")
-        self.use_chat_template = bool(use_chat_template)
+        self.use_chat_template = self._chooses_chat_template(
+            use_chat_template, custom_categories=categories is not None
+        )
         # LG3-1B / 11B-Vision templates read `content` as a list of {"type": "text", "text": ...} parts
-        self._typed_content = self.use_chat_template and "selectattr('type'" in (template or "").replace('"', "'")
+        template = getattr(self.tokenizer, "chat_template", None) or ""
+        self._typed_content = self.use_chat_template and "selectattr('type'" in template.replace('"', "'")
         self.threshold = threshold
         self.max_new_tokens = max_new_tokens
         self.judge_mode = judge_mode
         self.name = f"llama-guard-{version}"
         self._neutralize = Neutralizer(LLAMA_GUARD_MARKERS, self.tokenizer)
+
+    def _chooses_chat_template(self, use_chat_template: bool | None, custom_categories: bool) -> bool:
+        """Whether prompts are rendered by the tokenizer's chat template: never with custom categories (the built-in
+        prompt lists them), by default only for a Llama Guard template (it mentions "UNSAFE CONTENT CATEGORIES")."""
+        template = getattr(self.tokenizer, "chat_template", None)
+        if custom_categories:
+            return False
+        if use_chat_template is None:
+            return isinstance(template, str) and "UNSAFE CONTENT CATEGORIES" in template
+        if use_chat_template and not template:
+            raise ValueError("use_chat_template=True but the tokenizer has no chat template")
+        return bool(use_chat_template)
 
     @property
     def description(self) -> str:

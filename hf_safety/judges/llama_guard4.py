@@ -157,15 +157,8 @@ class LlamaGuard4Judge(LlamaGuardJudge):
         self.name = "llama-guard-4"
         self.excluded_categories = list(excluded_categories)
         self.custom_categories = custom
-        template = getattr(self.tokenizer, "chat_template", None)
-        is_guard_template = isinstance(template, str) and "UNSAFE CONTENT CATEGORIES" in template
-        if custom:
-            use_chat_template = False
-        elif use_chat_template is None:
-            use_chat_template = is_guard_template
-        elif use_chat_template and not template:
-            raise ValueError("use_chat_template=True but the tokenizer has no chat template")
-        self.use_chat_template = bool(use_chat_template)
+        # Llama Guard 3's choice saw the category list passed to it as custom; this one knows whether it is
+        self.use_chat_template = self._chooses_chat_template(use_chat_template, custom_categories=custom)
         self._typed_content = self.use_chat_template  # Llama Guard 4's template reads typed content parts
         self._neutralize = Neutralizer(LLAMA_GUARD_4_MARKERS, self.tokenizer)
 
