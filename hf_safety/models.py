@@ -219,7 +219,7 @@ def from_pretrained_4bit_experts(from_pretrained: Callable[..., Any], name: str,
         quant_storage=config.bnb_4bit_quant_storage,
         strict=False,  # an MoE layout the converter does not know still loads (warned), as bitsandbytes left it
     )
-    device = _single_device(kwargs.get("device_map", "auto" if torch.cuda.is_available() else None))
+    device = _single_device(kwargs.get("device_map", default_device_map()))
     if device is None:
         model = from_pretrained(name, **kwargs)
         quantize_moe_experts(model, **quant)

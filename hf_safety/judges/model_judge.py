@@ -238,8 +238,7 @@ class ModelJudge(Judge):
             repetition_penalty=1.0,
             no_repeat_ngram_size=0,
         )
-        encoded = self.tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
-        inputs = [list(ids) + [int(i) for i in forced_ids] for ids in encoded]
+        inputs = self._encode(texts, add_special_tokens, forced_ids)
         output = generate(
             self.model,
             self.tokenizer,
@@ -320,8 +319,7 @@ class ModelJudge(Judge):
         device, `[rows, vocab]`); see [`next_token_probs`]."""
         if not texts:
             return
-        encoded = self.tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
-        inputs = [list(ids) + [int(i) for i in forced_ids] for ids in encoded]
+        inputs = self._encode(texts, add_special_tokens, forced_ids)
         prefix = self._prefix_of(inputs, shared_prefix)
         skip = len(prefix) if prefix is not None else 0
         device, pad_id = self._device, self.tokenizer.pad_token_id
@@ -348,6 +346,11 @@ class ModelJudge(Judge):
             ).logits
             column = torch.searchsorted(positions, last) if logits.shape[1] == len(positions) else last
             yield rows, torch.softmax(logits[torch.arange(len(rows)), column.to(logits.device)].float(), dim=-1)
+
+    def _encode(self, texts: Sequence[str], add_special_tokens: bool, forced_ids: Sequence[int]) -> list[list[int]]:
+        """Each text's token ids followed by `forced_ids`."""
+        encoded = self.tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
+        return [list(ids) + [int(i) for i in forced_ids] for ids in encoded]
 
     def _prefix_of(self, inputs: Sequence[Sequence[int]], shared_prefix: bool | None) -> SharedPrefix | None:
         """The inputs' common prefix with its KV cache, if sharing is on and they have one. The last prefix built is
