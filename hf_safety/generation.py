@@ -24,7 +24,6 @@ backend ([`generate_vllm`], `pip install 'hf-safety[vllm]'`) with the same input
 from __future__ import annotations
 
 import copy
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +31,6 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 from transformers import (
-    Cache,
     GenerationConfig,
     LogitsProcessor,
     LogitsProcessorList,
@@ -40,10 +38,10 @@ from transformers import (
     StoppingCriteria,
     StoppingCriteriaList,
 )
-from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 from trl.trainer.utils import pad
 
 from .data import PreferenceRow, tokenize_row
+from .prefix_cache import SharedPrefix, attention_window, batch_plan
 
 
 DEFAULT_MAX_NEW_TOKENS = 256
@@ -210,90 +208,6 @@ def generation_settings(config: GenerationConfig, from_model: Sequence[str] = ()
     return settings
 
 
-def accepts_argument(model: Any, name: str) -> bool:
-    """Whether `model.forward` names the argument `name` (e.g. `logits_to_keep`)."""
-    return name in inspect.signature(model.forward).parameters
-
-
-def common_prefix_length(inputs: Sequence[Sequence[int]]) -> int:
-    """Length of the longest token prefix all `inputs` share, capped so that every input keeps at least one token of
-    its own (the position whose next-token logits are read); 0 for fewer than two inputs."""
-    if len(inputs) < 2:
-        return 0
-    first, limit = inputs[0], min(len(x) for x in inputs) - 1
-    length = 0
-    while length < limit and all(x[length] == first[length] for x in inputs):
-        length += 1
-    return length
-
-
-def attention_window(model: Any) -> int | None:
-    """The sliding attention window of `model`'s layers (Mistral, Gemma 2, ...), or `None` when every layer sees the
-    whole sequence."""
-    config = model.config.get_text_config()
-    window = getattr(config, "sliding_window", None)
-    layer_types = getattr(config, "layer_types", None)
-    if not window or (layer_types is not None and "sliding_attention" not in layer_types):
-        return None
-    return int(window)
-
-
-# Cache layers whose `update` builds new tensors (torch.cat) instead of writing into the ones they hold
-_APPENDING_LAYERS = (DynamicLayer, DynamicSlidingWindowLayer)
-
-
-@dataclass
-class SharedPrefix:
-    """
-    Token ids that every input of a call starts with, and their KV cache, computed once with batch size 1.
-
-    [`cache_for`] hands each batch its own copy, repeated to the batch size, so the shared cache is never written to.
-    A batch then runs only its inputs' remaining tokens, at positions `len(ids)` onwards, with an attention mask that
-    covers the prefix. It works with any model whose cache supports `batch_repeat_interleave` (transformers'
-    `DynamicCache`, full or sliding-window layers), on any device and dtype, quantized or not.
-
-    Attributes:
-        ids (`list[int]`): the prefix's token ids.
-        cache (`Cache`): the model's KV cache after `ids`.
-    """
-
-    ids: list[int]
-    cache: Cache
-
-    @classmethod
-    @torch.no_grad()
-    def build(cls, model: Any, ids: Sequence[int]) -> SharedPrefix:
-        """Runs `model` once over `ids` and keeps its cache."""
-        device = next(model.parameters()).device
-        extra = {"logits_to_keep": 1} if accepts_argument(model, "logits_to_keep") else {}
-        out = model(input_ids=torch.tensor([list(ids)], dtype=torch.long, device=device), use_cache=True, **extra)
-        cache = getattr(out, "cache", None) or out.past_key_values
-        return cls(list(ids), cache)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def cache_for(self, batch_size: int) -> Cache:
-        """A fresh copy of the prefix cache with `batch_size` rows. Dynamic layers append by concatenation, never in
-        place, so their copy shares the prefix's tensors (no copy at batch size 1); other layers are copied whole."""
-        layers = getattr(self.cache, "layers", None)
-        if layers is not None and all(type(layer) in _APPENDING_LAYERS for layer in layers):
-            cache = copy.copy(self.cache)
-            cache.layers = [copy.copy(layer) for layer in layers]
-        else:
-            cache = copy.deepcopy(self.cache)
-        if batch_size > 1:
-            cache.batch_repeat_interleave(batch_size)
-        return cache
-
-    def check(self, inputs: Sequence[Sequence[int]]) -> None:
-        """Raises `ValueError` unless every input starts with the prefix and has at least one token after it."""
-        n = len(self.ids)
-        for i, x in enumerate(inputs):
-            if len(x) <= n or list(x[:n]) != self.ids:
-                raise ValueError(f"input {i} does not start with the shared prefix or has no token after it")
-
-
 class _TokenMassRecorder(LogitsProcessor):
     """Records softmax(scores)[:, token_ids].sum() for the first `steps` steps; leaves the scores unchanged."""
 
@@ -366,6 +280,7 @@ def generate(
     token_mass_ids: Sequence[int] | None = None,
     token_mass_steps: int = 8,
     shared_prefix: SharedPrefix | None = None,
+    prefix_groups: bool = True,
     row_done: Callable[[list[int]], bool] | None = None,
     seed: int | None = None,
     progress: bool = False,
@@ -387,6 +302,8 @@ def generate(
         shared_prefix: a [`SharedPrefix`] that every input starts with: its cached keys and values are reused and
             only the rest of each input is computed (inputs are left-padded after the prefix). Needs
             `num_return_sequences=1`.
+        prefix_groups: with a `shared_prefix`, inputs that share a longer prefix among themselves are batched together
+            and that prefix is run once per batch (see [`~hf_safety.prefix_cache.prefix_groups`]).
         row_done: called after each step with a row's continuation so far (token ids) until the row ends; returning
             `True` ends it there, with `finish_reason="done"` (e.g. a judge whose answer is settled by its first
             token: its batch stops as soon as every row is settled or stopped, and the unsettled rows decode on from
@@ -405,16 +322,15 @@ def generate(
     n = config.num_return_sequences or 1
     if n < 1:
         raise ValueError(f"num_return_sequences must be >= 1, got {n}")
+    window = attention_window(model)
     if shared_prefix is not None:
         if n != 1:
             raise ValueError("a shared prefix needs num_return_sequences=1")
         shared_prefix.check(inputs)
-        window = attention_window(model)
         longest = max(map(len, inputs), default=0) + (config.max_new_tokens or 0)
         if window is not None and longest > window:
             # the left padding between the prefix and the rest would count inside the window: no sharing
             shared_prefix = None
-    skip = len(shared_prefix) if shared_prefix is not None else 0
     stops = _as_list(config.eos_token_id)
     strings = list(config.stop_strings or [])
     if isinstance(config.stop_strings, str):
@@ -422,22 +338,35 @@ def generate(
     settings = generation_settings(config, from_model, batch_size=batch_size, seed=seed)
     if seed is not None:
         torch.manual_seed(seed)
-    order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))
+    order, group_lengths = batch_plan(
+        inputs,
+        shared_prefix,
+        longest_first=True,
+        groups=prefix_groups,
+        window=window,
+        extra_tokens=config.max_new_tokens or 0,
+    )
     samples: list[list[Sample]] = [[] for _ in inputs]
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    cached = None  # the last batch's cached part (its group pass serves the next batch when it can)
     try:
         for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
             rows = order[start : start + batch_size]
-            batch = [list(inputs[i])[skip:] for i in rows]
+            extra: dict[str, Any] = {}
+            if (
+                shared_prefix is not None
+            ):  # [prefix | group prefix | rest], each left-padded; positions follow the mask
+                skip = len(shared_prefix)
+                groups = [list(inputs[i])[skip : skip + group_lengths[i]] for i in rows]
+                cached = shared_prefix.for_batch(model, groups, config.pad_token_id, previous=cached)
+                extra["cache"] = cached.cache
+            batch = [list(inputs[i])[cached.lengths[r] if cached else 0 :] for r, i in enumerate(rows)]
             ids = pad([torch.tensor(x, dtype=torch.long) for x in batch], config.pad_token_id, padding_side="left")
             mask = pad([torch.ones(len(x), dtype=torch.long) for x in batch], 0, padding_side="left")
-            extra: dict[str, Any] = {}
-            if shared_prefix is not None:  # [prefix | left padding | rest]: positions follow the mask's cumsum
-                ids = torch.cat([torch.tensor([shared_prefix.ids] * len(rows), dtype=torch.long), ids], dim=1)
-                mask = torch.cat([torch.ones(len(rows), skip, dtype=torch.long), mask], dim=1)
-                extra["cache"] = shared_prefix.cache_for(len(rows))
+            if cached is not None:
+                ids, mask = torch.cat([cached.ids, ids], dim=1), torch.cat([cached.mask, mask], dim=1)
             recorder = _TokenMassRecorder(token_mass_ids, token_mass_steps) if token_mass_ids else None
             ended = _RowDone(row_done, ids.shape[1], stops) if row_done is not None else None
             with torch.no_grad():

@@ -13,7 +13,7 @@ import torch
 from testing_utils import ForwardShapes, GuardAnswers, guard_tokenizer, scripted_llama, toy_rows
 from transformers import GenerationConfig
 
-from hf_safety.generation import SharedPrefix, common_prefix_length, generate
+from hf_safety.generation import generate
 from hf_safety.judges import (
     ClassifierJudge,
     HarmBenchJudge,
@@ -24,6 +24,7 @@ from hf_safety.judges import (
 )
 from hf_safety.judges.harmbench import HARMBENCH_PROMPTS
 from hf_safety.judges.llama_guard import render_llama_guard_prompt
+from hf_safety.prefix_cache import SharedPrefix, common_prefix_length
 from hf_safety.toy import build_tokenizer, tiny_model
 
 

@@ -31,12 +31,12 @@ from ..data import (
     refusal_token_id,
     sft_rows_to_contract,
 )
-from ..generation import attention_window
 from ..hub.cards import derta_model_card
 from ..hub.metadata import DERTA_FIELDS, card_hyperparameters, is_adapter
 from ..hub.papers import DERTA_PAPER
 from ..hub.trainer import HubPublishingMixin
 from ..models import from_pretrained_4bit_experts, load_tokenizer, quantizes_experts, resolve_model_name
+from ..prefix_cache import attention_window
 from ..quant import resolve_all_linear
 from .collator import BENIGN, FUSED, HARMFUL_PREFIX, RTO, DeRTaCollator
 from .config import DeRTaConfig

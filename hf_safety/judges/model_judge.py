@@ -30,8 +30,9 @@ import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 from trl.trainer.utils import pad
 
-from ..generation import SharedPrefix, accepts_argument, common_prefix_length, generate
+from ..generation import generate
 from ..models import load_model_and_tokenizer, load_tokenizer, model_name
+from ..prefix_cache import SharedPrefix, accepts_argument, attention_window, batch_plan, common_prefix_length
 from .base import Judge
 
 
@@ -92,6 +93,9 @@ class ModelJudge(Judge):
         batch_size (`int`, defaults to `8`): prompts per forward/generate call.
         shared_prefix (`bool`, defaults to `True`): encode the token prefix that all inputs of a call share once and
             reuse its KV cache across the batches (same outputs up to float rounding; see [`next_token_probs`]).
+        prefix_groups (`bool`, defaults to `True`): with `shared_prefix`, inputs that share a longer prefix among
+            themselves (ShieldGemma's principles of one pair, SEAS's answers to one adversarial prompt) are batched
+            together and that prefix is run once per batch (see [`~hf_safety.prefix_cache.prefix_groups`]).
         dtype, device_map, load_in_4bit, bnb_4bit_compute_dtype, trust_remote_code, revision, model_kwargs: see
             [`load_model_and_tokenizer`]; ignored for an already-loaded model.
 
@@ -108,6 +112,7 @@ class ModelJudge(Judge):
         task: str = "causal-lm",
         batch_size: int = 8,
         shared_prefix: bool = True,
+        prefix_groups: bool = True,
         dtype: torch.dtype | str = "auto",
         device_map: str | dict | None = None,
         load_in_4bit: bool = False,
@@ -143,6 +148,7 @@ class ModelJudge(Judge):
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.shared_prefix = shared_prefix
+        self.prefix_groups = prefix_groups
         self._token_sets: dict[str, list[int]] = {}
         self._kept_prefix: SharedPrefix | None = None
 
@@ -248,6 +254,7 @@ class ModelJudge(Judge):
             token_mass_ids=score_token_ids,
             token_mass_steps=score_steps,
             shared_prefix=self._prefix_of(inputs, shared_prefix),
+            prefix_groups=self.prefix_groups,
             row_done=row_done,
         )
         return [GenerationResult(s.text, s.token_ids, s.token_mass, s.finish_reason) for s in output.first()]
@@ -321,27 +328,33 @@ class ModelJudge(Judge):
             return
         inputs = self._encode(texts, add_special_tokens, forced_ids)
         prefix = self._prefix_of(inputs, shared_prefix)
-        skip = len(prefix) if prefix is not None else 0
         device, pad_id = self._device, self.tokenizer.pad_token_id
         keep_logits = accepts_argument(self.model, "logits_to_keep")
-        order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
+        order, group_lengths = batch_plan(
+            inputs, prefix, longest_first=False, groups=self.prefix_groups, window=attention_window(self.model)
+        )
+        cached = None  # the last batch's cached part (its group pass serves the next batch when it can)
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
-            rest = [torch.tensor(inputs[i][skip:], dtype=torch.long) for i in rows]
+            kwargs: dict[str, Any] = {"use_cache": prefix is not None}
+            done = [0] * len(rows)  # each row's tokens already in the cache
+            if prefix is not None:  # [prefix | group prefix, left-padded | rest, right-padded]
+                groups = [inputs[i][len(prefix) : len(prefix) + group_lengths[i]] for i in rows]
+                cached = prefix.for_batch(self.model, groups, pad_id, previous=cached)
+                kwargs["cache"], done = cached.cache, cached.lengths
+            rest = [torch.tensor(inputs[i][done[r] :], dtype=torch.long) for r, i in enumerate(rows)]
             ids = pad(rest, pad_id, padding_side="right")
             mask = pad([torch.ones(len(x), dtype=torch.long) for x in rest], 0, padding_side="right")
-            last = torch.tensor([len(x) - 1 for x in rest])
-            kwargs: dict[str, Any] = {"use_cache": prefix is not None}
             if prefix is not None:
-                mask = torch.cat([torch.ones(len(rows), skip, dtype=torch.long), mask], dim=1)
-                kwargs["cache"] = prefix.cache_for(len(rows))
+                mask = torch.cat([cached.mask, mask], dim=1)
+            last = torch.tensor([len(x) - 1 for x in rest])
             positions = last.unique()  # sorted; only these positions go through the LM head
             if keep_logits:
                 kwargs["logits_to_keep"] = positions.to(device)
             logits = self.model(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
-                position_ids=(skip + torch.arange(ids.shape[1])).expand(len(rows), -1).to(device),
+                position_ids=(torch.tensor(done)[:, None] + torch.arange(ids.shape[1])).to(device),
                 **kwargs,
             ).logits
             column = torch.searchsorted(positions, last) if logits.shape[1] == len(positions) else last
