@@ -36,7 +36,7 @@ if [ -n "$smoke" ]; then
 else
     step setup 180 bash bench/gpu_setup.sh "${1:-wheels}" || true
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
-    judge=(--device cuda --shape-true --batch-size 32 --inputs 128 --rounds 2)
+    judge=(--device cuda --shape-true --batch-size 32 --inputs 100 --rounds 2)
     derta=(--device cuda --model-config recipes/configs/meta-llama--Meta-Llama-3-8B-Instruct --load-in-4bit)
     qlora=(--models llama3-8b --num-layers 4)
 fi

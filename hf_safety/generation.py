@@ -9,8 +9,9 @@ input order, with:
 - optionally, the probability mass of a token set at the first steps, read from the raw logits (the judges' scores);
 - optionally, `row_done`: a per-row early stop decided from the row's continuation so far (a judge's answer settled by
   its first token), so a batch stops decoding as soon as each of its rows is either done or stopped;
-- optionally, a [`SharedPrefix`]: token ids every input starts with (a judge's policy prompt), encoded once and its KV
-  cache copied into each batch, so only the rest of each input is computed;
+- optionally, a [`~hf_safety.prefix_cache.SharedPrefix`]: token ids every input starts with (a judge's policy prompt),
+  encoded once and its KV cache copied into each batch, and the longer prefixes groups of inputs share run once per
+  batch, so only the rest of each input is computed;
 - the *effective* generation settings recorded: transformers 5 fills every field the caller left unset from the
   checkpoint's `generation_config.json` (a Llama-3-Instruct checkpoint turns sampling on at T=0.6), so the config is
   resolved here first, the resolved config is what runs, and it is what [`GenerationOutput.settings`] reports, with

@@ -32,10 +32,11 @@ def result(tmp_path_factory):
 
 def test_json_schema_and_paths(result):
     assert result["benchmark"] == "judge_throughput"
-    assert set(result["modes"]) == {f"{p}@{b}" for p in ("decode", "score", "score+prefix") for b in (1, 4)}
+    paths = ("decode", "score", "score+prefix", "score+groups")
+    assert set(result["modes"]) == {f"{p}@{b}" for p in paths for b in (1, 4)}
     paths = {name: mode["judge_path"] for name, mode in result["modes"].items()}
     assert paths["decode@1"] == "decode" and paths["score@4"] == "score-only"
-    assert paths["score+prefix@1"] == "score-only+shared-prefix"
+    assert paths["score+prefix@1"] == paths["score+groups@4"] == "score-only+shared-prefix"
     for key in ("score_prefix_vs_decode_at_batch_1", "score_prefix_batched_vs_decode_one_by_one"):
         assert result["ratios"][key] > 0 and isinstance(result["targets"][key], bool)
     assert result["inputs"]["shared_prefix_tokens"] > 100 and result["model"]["answers_option"] == "guard"
@@ -62,3 +63,16 @@ def test_shape_true_config_builds(tmp_path):
     assert model.config.hidden_size == 4096 and model.config.vocab_size == 128256
     assert model.config.num_hidden_layers == 1 and model.config.eos_token_id == tokenizer.eos_token_id
     rig.remove()
+
+
+def test_seas_pairs_are_distinct_with_m_answers_per_prompt():
+    prompts, responses = judge_throughput.pairs(40, "seas", answers_per_prompt=4)
+    assert len(set(zip(prompts, responses))) == 40 and len(set(prompts)) == 10
+    for k in range(0, 40, 4):  # one adversarial prompt, its m answers next to it, all different
+        assert len(set(prompts[k : k + 4])) == 1 and len(set(responses[k : k + 4])) == 4
+    openings = [attack.split("{request}")[0] for attack in judge_throughput.ATTACKS]
+    assert all(any(p.startswith(opening) for opening in openings) for p in prompts)
+    toy = judge_throughput.pairs(100)
+    assert len(set(zip(*toy))) == 100
+    with pytest.raises(SystemExit, match="100 distinct pairs"):  # never cycled: repeats would share whole inputs
+        judge_throughput.pairs(101)

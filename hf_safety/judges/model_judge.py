@@ -15,8 +15,10 @@ Judge models load through the package's one loader (`hf_safety.models`: Hub id o
 
 Both are batched by length (longest first for decoding, shortest first for scoring; results in input order) and, with
 `shared_prefix` (the default), encode the longest token prefix common to a call's inputs (the guard's policy prompt)
-once and reuse its KV cache in every batch (see [`~hf_safety.generation.SharedPrefix`]). Batches are padded, not
-packed: padding-free batches would need a varlen attention backend and cannot share the prefix cache.
+once and reuse its KV cache in every batch, and with `prefix_groups` (the default) also the longer prefix that a group
+of inputs shares (ShieldGemma's principles of one pair, SEAS's answers to one prompt), once per batch (see
+[`~hf_safety.prefix_cache`]). Batches are padded, not packed: padding-free batches would need a varlen attention
+backend and cannot share the prefix cache.
 """
 
 from __future__ import annotations
