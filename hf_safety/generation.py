@@ -42,7 +42,7 @@ from transformers import (
 from trl.trainer.utils import pad
 
 from .data import PreferenceRow, tokenize_row
-from .prefix_cache import SharedPrefix, attention_window, batch_plan
+from .prefix_cache import SharedPrefix, batch_plan, padding_limit
 
 
 DEFAULT_MAX_NEW_TOKENS = 256
@@ -323,14 +323,14 @@ def generate(
     n = config.num_return_sequences or 1
     if n < 1:
         raise ValueError(f"num_return_sequences must be >= 1, got {n}")
-    window = attention_window(model)
+    window = padding_limit(model)
     if shared_prefix is not None:
         if n != 1:
             raise ValueError("a shared prefix needs num_return_sequences=1")
         shared_prefix.check(inputs)
         longest = max(map(len, inputs), default=0) + (config.max_new_tokens or 0)
         if window is not None and longest > window:
-            # the left padding between the prefix and the rest would count inside the window: no sharing
+            # the left padding between the prefix and the rest would count inside the window or chunk: no sharing
             shared_prefix = None
     stops = _as_list(config.eos_token_id)
     strings = list(config.stop_strings or [])

@@ -65,6 +65,19 @@ def attention_window(model: Any) -> int | None:
     return int(window)
 
 
+def padding_limit(model: Any) -> int | None:
+    """The longest row, padding included, that padding inside cannot change: local attention (a sliding window, or
+    Llama 4's attention chunks) counts padded positions, so a row must fit in one window or chunk; `None` when every
+    layer sees the whole sequence."""
+    config = model.config.get_text_config()
+    layer_types = getattr(config, "layer_types", None)
+    chunk = getattr(config, "attention_chunk_size", None)
+    if layer_types is not None and "chunked_attention" not in layer_types:
+        chunk = None
+    limits = [int(x) for x in (attention_window(model), chunk) if x]
+    return min(limits) if limits else None
+
+
 def fresh_copy(cache: Cache) -> Cache:
     """A copy of `cache` that can be extended or have rows selected without touching `cache`. Dynamic layers append
     by concatenation and select rows by indexing, never in place, so their copy shares the tensors (no copy at batch
@@ -89,8 +102,9 @@ def prefix_groups(
     The inputs are sorted by their tokens after `start` (so inputs sharing a prefix are neighbours) and cut into runs
     of neighbours that maximise the tokens saved, `(members - 1) * shared` summed over groups, where `shared` is the
     run's common length after `start` (capped so that each member keeps a token of its own) and counts only when it
-    is at least `min_length`. A run of answers to one prompt thus stays one group even when its prompt opens like the
-    next prompt (a shorter common prefix would merge them, and save less).
+    is at least `min_length`. Answers to one prompt thus form one group, unless merging them with the answers to
+    prompts that open alike (a shorter common prefix, more members) saves more tokens. Counted once per group: a group
+    spread over several batches runs its prefix once per batch.
 
     Returns:
         `list[tuple[list[int], int]]`: `(member indices, shared tokens after start)` per group, covering every input
@@ -293,5 +307,6 @@ __all__ = [
     "batch_plan",
     "common_prefix_length",
     "fresh_copy",
+    "padding_limit",
     "prefix_groups",
 ]

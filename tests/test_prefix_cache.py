@@ -5,16 +5,17 @@ verdicts and scores. Random tiny models in float32; the forward passes' shapes s
 """
 
 import random
+from types import SimpleNamespace
 
 import pytest
 import torch
 from testing_utils import ForwardShapes, GuardAnswers, guard_tokenizer, toy_rows
-from transformers import Gemma2Config, Gemma2ForCausalLM
+from transformers import Gemma2Config, Gemma2ForCausalLM, Llama4TextConfig, LlamaConfig, MistralConfig
 
 from hf_safety.generation import generate
 from hf_safety.judges import LlamaGuardJudge
 from hf_safety.judges.model_judge import ModelJudge
-from hf_safety.prefix_cache import MIN_GROUP_PREFIX, SharedPrefix, batch_plan, prefix_groups
+from hf_safety.prefix_cache import MIN_GROUP_PREFIX, SharedPrefix, batch_plan, padding_limit, prefix_groups
 from hf_safety.toy import build_tokenizer, tiny_model
 
 
@@ -68,6 +69,18 @@ def test_batch_plan_keeps_groups_together_and_respects_windows():
         assert plan[1] == [0] * len(inputs)
         assert plan[0] == sorted(range(len(inputs)), key=lambda i: len(inputs[i]))  # plain length order
     assert batch_plan(inputs, prefix, longest_first=False, window=4096)[1] == shared
+
+
+def test_padding_limit_is_the_local_attention_span():
+    def limit(config):
+        return padding_limit(SimpleNamespace(config=config))
+
+    assert limit(LlamaConfig()) is None and limit(MistralConfig(sliding_window=None)) is None
+    assert limit(MistralConfig(sliding_window=4096)) == 4096
+    assert limit(Gemma2Config(sliding_window=4096)) == 4096  # alternating sliding and full layers
+    assert limit(Llama4TextConfig(attention_chunk_size=8192)) == 8192  # Llama Guard 4: chunked attention layers
+    every_layer_full = Llama4TextConfig(attention_chunk_size=8192, layer_types=["full_attention"] * 48)
+    assert limit(every_layer_full) is None
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ from trl.trainer.utils import pad
 
 from ..generation import generate
 from ..models import load_model_and_tokenizer, load_tokenizer, model_name
-from ..prefix_cache import SharedPrefix, accepts_argument, attention_window, batch_plan, common_prefix_length
+from ..prefix_cache import SharedPrefix, accepts_argument, batch_plan, common_prefix_length, padding_limit
 from .base import Judge
 
 
@@ -333,7 +333,7 @@ class ModelJudge(Judge):
         device, pad_id = self._device, self.tokenizer.pad_token_id
         keep_logits = accepts_argument(self.model, "logits_to_keep")
         order, group_lengths = batch_plan(
-            inputs, prefix, longest_first=False, groups=self.prefix_groups, window=attention_window(self.model)
+            inputs, prefix, longest_first=False, groups=self.prefix_groups, window=padding_limit(self.model)
         )
         cached = None  # the last batch's cached part (its group pass serves the next batch when it can)
         for start in range(0, len(order), self.batch_size):
