@@ -13,10 +13,8 @@ import math
 
 import pytest
 import torch
-from testing_utils import ForwardShapes, hooked_logits, piece_tokenizer, scripted_llama, token_id
+from testing_utils import ForwardShapes, hooked_logits, piece_tokenizer, scripted_llama, tiny_gemma2, token_id
 from transformers import (
-    Gemma2Config,
-    Gemma2ForCausalLM,
     Llama4Config,
     Llama4ForConditionalGeneration,
 )
@@ -529,23 +527,8 @@ def sg_folder(tmp_path_factory):
     corpus = [render_shieldgemma_prompt("q", "a", shieldgemma_guideline(k)) for k in SHIELDGEMMA_HARM_TYPES]
     tokenizer = build_tokenizer([*corpus, *PROMPTS, *RESPONSES], chat_format="mistral", model="bpe", vocab_size=500)
     tokenizer.add_tokens(["Yes", "No"])
-    config = Gemma2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        max_position_embeddings=2048,
-        sliding_window=4096,  # as ShieldGemma's, longer than the prompts
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("guards") / "shieldgemma-tiny"
-    Gemma2ForCausalLM(config).save_pretrained(folder)
+    tiny_gemma2(tokenizer).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 

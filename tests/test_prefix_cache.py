@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from testing_utils import ForwardShapes, GuardAnswers, guard_tokenizer, toy_rows
-from transformers import Gemma2Config, Gemma2ForCausalLM, Llama4TextConfig, LlamaConfig, MistralConfig
+from testing_utils import ForwardShapes, GuardAnswers, guard_tokenizer, tiny_gemma2, toy_rows
+from transformers import Gemma2Config, Llama4TextConfig, LlamaConfig, MistralConfig
 
 from hf_safety.generation import generate
 from hf_safety.judges import LlamaGuardJudge
@@ -122,30 +122,13 @@ class _NextToken(ModelJudge):
         raise NotImplementedError
 
 
-def gemma2(tokenizer):
-    config = Gemma2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        max_position_embeddings=2048,
-        sliding_window=4096,  # ShieldGemma's: Gemma 2 alternates sliding and full attention layers
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    return Gemma2ForCausalLM(config).eval()
-
-
 @pytest.mark.parametrize("architecture", ["llama", "gemma2"])
 def test_next_token_with_prefix_groups_equals_recomputing(architecture):
     words = [f"w{i}" for i in range(60)]
     tokenizer = build_tokenizer([" ".join(words)], chat_format="llama3", model="word")
-    model = gemma2(tokenizer) if architecture == "gemma2" else tiny_model(tokenizer, "llama", seed=3, hidden_size=32)
+    model = (
+        tiny_gemma2(tokenizer) if architecture == "gemma2" else tiny_model(tokenizer, "llama", seed=3, hidden_size=32)
+    )
     _, inputs = grouped_inputs(len(tokenizer), seed=4)
     texts = [tokenizer.decode(x) for x in inputs]
     assert [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts] == inputs
