@@ -38,6 +38,8 @@ def main(output_dir: str, per_device_batch: int) -> None:
     trainer.train()
     if trainer.is_world_process_zero():
         torch.save({n: p.detach() for n, p in trainer.model.named_parameters()}, os.path.join(output_dir, "params.pt"))
+    if torch.distributed.is_initialized():  # left to interpreter exit, gloo's threads can abort a rank (SIGABRT)
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
