@@ -8,7 +8,9 @@ input order, with:
   turn with `<|eot_id|>` but its base EOS is `<|end_of_text|>`) or at the first of `stop_strings`, with the reason;
 - optionally, the probability mass of a token set at the first steps, read from the raw logits (the judges' scores);
 - optionally, `row_done`: a per-row early stop decided from the row's continuation so far (a judge's answer settled by
-  its first token), so a batch stops decoding as soon as each of its rows is either done or stopped;
+  its first token), so a batch stops decoding as soon as each of its rows is either done or stopped; under plain
+  greedy decoding the first step is one forward pass of the model, and only the rows it leaves open go through
+  transformers' `generate`, from that pass's KV cache;
 - optionally, a [`~hf_safety.prefix_cache.SharedPrefix`]: token ids every input starts with (a judge's policy prompt),
   encoded once and its KV cache copied into each batch, and the longer prefixes groups of inputs share run once per
   batch, so only the rest of each input is computed;
@@ -32,6 +34,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 from transformers import (
+    Cache,
     GenerationConfig,
     LogitsProcessor,
     LogitsProcessorList,
@@ -42,7 +45,7 @@ from transformers import (
 from trl.trainer.utils import pad
 
 from .data import PreferenceRow, tokenize_row
-from .prefix_cache import SharedPrefix, batch_plan, padding_limit
+from .prefix_cache import SharedPrefix, accepts_argument, batch_plan, padding_limit
 
 
 DEFAULT_MAX_NEW_TOKENS = 256
@@ -243,6 +246,148 @@ class _RowDone(StoppingCriteria):
         return done.to(input_ids.device)
 
 
+# Generation config fields whose defaults leave greedy decoding's first token the raw logits' argmax
+_NO_PROCESSOR = {
+    "repetition_penalty": (None, 1.0),
+    "encoder_repetition_penalty": (None, 1.0),
+    "guidance_scale": (None, 1.0),
+    "num_beams": (None, 1),
+}
+_UNSET = (
+    "do_sample",
+    "no_repeat_ngram_size",
+    "min_new_tokens",
+    "min_length",
+    "suppress_tokens",
+    "begin_suppress_tokens",
+    "bad_words_ids",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+    "sequence_bias",
+    "exponential_decay_length_penalty",
+    "watermarking_config",
+    "remove_invalid_values",
+    "token_healing",
+    "prompt_lookup_num_tokens",
+)
+
+
+def _plain_greedy(config: GenerationConfig) -> bool:
+    """Whether `config` decodes greedily with no logits processor, so its first token is the logits' argmax."""
+    return all(getattr(config, key, None) in allowed for key, allowed in _NO_PROCESSOR.items()) and not any(
+        getattr(config, key, None) for key in _UNSET
+    )
+
+
+def _generate_rows(
+    model: Any,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    extra: dict[str, Any],
+    config: GenerationConfig,
+    row_done: Callable[[list[int]], bool] | None,
+    stops: list[int],
+    token_mass_ids: Sequence[int] | None,
+    token_mass_steps: int,
+    tokenizer: PreTrainedTokenizerBase | None,
+    seen: int = 0,
+) -> list[tuple[list[int], int | None, list[float]]]:
+    """One batch through transformers' `generate`: per output row, its generated ids (up to `max_new_tokens`), where
+    `row_done` ended it (or `None`) and the token masses recorded. The last `seen` tokens of `ids` count as already
+    generated (for `row_done` and in the ids returned)."""
+    device = next(model.parameters()).device
+    recorder = _TokenMassRecorder(token_mass_ids, token_mass_steps) if token_mass_ids and token_mass_steps else None
+    start = ids.shape[1] - seen
+    ended = _RowDone(row_done, start, stops) if row_done is not None else None
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            generation_config=config,
+            logits_processor=LogitsProcessorList([recorder]) if recorder else None,
+            stopping_criteria=StoppingCriteriaList([ended]) if ended else None,
+            tokenizer=tokenizer,
+            **extra,
+        )
+    masses = torch.stack(recorder.masses, dim=1).tolist() if recorder and recorder.masses else None
+    return [
+        (generated, ended.lengths.get(r) if ended is not None else None, masses[r] if masses is not None else [])
+        for r, generated in enumerate(out[:, start:].tolist())
+    ]
+
+
+@torch.no_grad()
+def _settle_first_step(
+    model: Any,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    cache: Cache | None,
+    config: GenerationConfig,
+    row_done: Callable[[list[int]], bool],
+    stops: list[int],
+    token_mass_ids: Sequence[int] | None,
+    token_mass_steps: int,
+) -> list[tuple[list[int], int | None, list[float]]]:
+    """
+    What [`_generate_rows`] returns under plain greedy decoding with `row_done`, without `generate` for the rows the
+    first token settles: one forward pass over the batch (the uncached part of `ids`, positions from the mask as
+    `generate` computes them) gives every row's first token and its token mass; rows it ends (a stop token, `row_done`,
+    or a budget of one token) are done, and the others continue through `generate` from that pass's cache, seeing
+    their first token as generated.
+    """
+    device = next(model.parameters()).device
+    start = cache.get_seq_length() if cache is not None else 0
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    kwargs: dict[str, Any] = {"cache": cache} if cache is not None else {}
+    if accepts_argument(model, "logits_to_keep"):
+        kwargs["logits_to_keep"] = 1
+    out = model(
+        input_ids=ids[:, start:].to(device),
+        attention_mask=mask.to(device),
+        position_ids=positions[:, start:].to(device),
+        use_cache=True,
+        **kwargs,
+    )
+    scores = out.logits[:, -1].float()
+    first = scores.argmax(-1).tolist()
+    mass_ids = sorted(set(token_mass_ids or ()))
+    first_mass = (
+        torch.softmax(scores, -1)[:, torch.tensor(mass_ids, device=scores.device)].sum(-1).tolist()
+        if mass_ids and token_mass_steps
+        else None
+    )
+    rows: list[tuple[list[int], int | None, list[float]]] = []
+    unsettled = []
+    for r, token in enumerate(first):
+        masses = [first_mass[r]] if first_mass is not None else []
+        done = token not in stops and row_done([token])
+        rows.append(([token], 1 if done else None, masses))
+        if token not in stops and not done and config.max_new_tokens > 1:
+            unsettled.append(r)
+    if unsettled:
+        cache = getattr(out, "cache", None) or out.past_key_values
+        cache.batch_select_indices(torch.tensor(unsettled, device=device))
+        rest = copy.deepcopy(config)
+        rest.max_new_tokens = config.max_new_tokens - 1
+        index = torch.tensor(unsettled)
+        more = _generate_rows(
+            model,
+            torch.cat([ids[index], torch.tensor([[first[r]] for r in unsettled])], dim=1),
+            torch.cat([mask[index], torch.ones(len(unsettled), 1, dtype=mask.dtype)], dim=1),
+            {"cache": cache},
+            rest,
+            row_done,
+            stops,
+            token_mass_ids,
+            token_mass_steps - 1,
+            None,
+            seen=1,  # `row_done` sees each row's first token as part of its continuation
+        )
+        for r, (generated, done_at, masses) in zip(unsettled, more):
+            rows[r] = (generated, done_at, rows[r][2] + masses)
+    return rows
+
+
 def _cut(
     ids: list[int],
     stops: list[int],
@@ -308,7 +453,8 @@ def generate(
         row_done: called after each step with a row's continuation so far (token ids) until the row ends; returning
             `True` ends it there, with `finish_reason="done"` (e.g. a judge whose answer is settled by its first
             token: its batch stops as soon as every row is settled or stopped, and the unsettled rows decode on from
-            the same KV cache).
+            the same KV cache). With plain greedy decoding (no sampling, beams, stop strings or logits processors)
+            the first step is a plain forward pass and only the rows still open are handed to `generate`.
         seed: seeds torch before generating (reproducible sampling); recorded.
         progress: a tqdm bar over batches, labelled `desc`.
 
@@ -348,7 +494,9 @@ def generate(
         extra_tokens=config.max_new_tokens or 0,
     )
     samples: list[list[Sample]] = [[] for _ in inputs]
-    device = next(model.parameters()).device
+    # a judge's early stop under plain greedy decoding: the first step is one forward pass, and only the rows it does
+    # not settle go through transformers' generate, from that pass's cache
+    settle_first = row_done is not None and n == 1 and not strings and config.max_new_tokens and _plain_greedy(config)
     was_training = model.training
     model.eval()
     cached = None  # the last batch's cached part (its group pass serves the next batch when it can)
@@ -368,25 +516,20 @@ def generate(
             mask = pad([torch.ones(len(x), dtype=torch.long) for x in batch], 0, padding_side="left")
             if cached is not None:
                 ids, mask = torch.cat([cached.ids, ids], dim=1), torch.cat([cached.mask, mask], dim=1)
-            recorder = _TokenMassRecorder(token_mass_ids, token_mass_steps) if token_mass_ids else None
-            ended = _RowDone(row_done, ids.shape[1], stops) if row_done is not None else None
-            with torch.no_grad():
-                out = model.generate(
-                    input_ids=ids.to(device),
-                    attention_mask=mask.to(device),
-                    generation_config=config,
-                    logits_processor=LogitsProcessorList([recorder]) if recorder else None,
-                    stopping_criteria=StoppingCriteriaList([ended]) if ended else None,
-                    tokenizer=tokenizer if strings else None,
-                    **extra,
+            if settle_first:
+                rows_out = _settle_first_step(
+                    model, ids, mask, extra.get("cache"), config, row_done, stops, token_mass_ids, token_mass_steps
                 )
-            masses = torch.stack(recorder.masses, dim=1).tolist() if recorder and recorder.masses else None
+            else:
+                rows_out = _generate_rows(
+                    model, ids, mask, extra, config, row_done, stops, token_mass_ids, token_mass_steps,
+                    tokenizer if strings else None,
+                )  # fmt: skip
             # generate returns the n samples of each input next to each other: row r is input r // n, sample r % n
-            for r, generated in enumerate(out[:, ids.shape[1] :].tolist()):
+            for r, (generated, done_at, masses) in enumerate(rows_out):
                 prompt_index = rows[r // n]
-                done_at = ended.lengths.get(r) if ended is not None else None
                 token_ids, text, reason = _cut(generated, stops, strings, tokenizer, done_at)
-                mass = masses[r][: max(len(token_ids), 1)] if masses is not None else []
+                mass = masses[: max(len(token_ids), 1)]
                 samples[prompt_index].append(Sample(prompt_index, r % n, token_ids, text, reason, mass))
     finally:
         model.train(was_training)

@@ -145,3 +145,68 @@ def test_row_done_ends_rows_and_the_others_decode_on(batch_size):
         else:  # decoded on from the same cache: the plain continuation
             assert (e.token_ids, e.text, e.finish_reason) == (p.token_ids, p.text, p.finish_reason)
     assert min(map(len, asked)) == 1 and max(map(len, asked)) > 1  # asked after every step of the rows going on
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+@pytest.mark.parametrize("max_new_tokens", [1, 2, 6])
+def test_row_done_first_step_without_generate_equals_generate(monkeypatch, batch_size, max_new_tokens):
+    """Under plain greedy decoding, `row_done`'s first step is one forward pass and only the rows it leaves open go
+    through transformers' `generate`: the same ids, finish reasons, row_done lengths and token masses as sending every
+    row through `generate`, with and without a shared prefix; a row ended later is cut where `row_done` ended it."""
+    from hf_safety import generation
+    from hf_safety.prefix_cache import SharedPrefix
+
+    tokenizer = build_tokenizer([" ".join(f"w{i}" for i in range(40))], chat_format="llama3", model="word")
+    model = tiny_model(tokenizer, "llama", seed=4, hidden_size=32)
+    rng = random.Random(2)
+    head = [rng.randrange(5, len(tokenizer)) for _ in range(6)]
+    inputs = [head + [rng.randrange(5, len(tokenizer)) for _ in range(n)] for n in (5, 2, 7, 3, 4, 6, 1)]
+    config = default_generation_config(max_new_tokens=max_new_tokens)
+    plain = generate(model, tokenizer, inputs, config).first()
+    firsts = sorted({s.token_ids[0] for s in plain if s.token_ids})
+    settles = set(firsts[::2])  # about half the rows end at their first token; the others at their third
+
+    def row_done(ids):
+        return (len(ids) == 1 and ids[0] in settles) or len(ids) == 3
+
+    mass_ids = list(range(5, 15))
+    order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))  # the generator's batches: longest first
+    batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
+    stops = set(generation.stop_token_ids(model, tokenizer))
+
+    def opens(i):  # a row that goes on past its first token
+        first = plain[i].token_ids[0] if plain[i].token_ids else next(iter(stops))
+        return max_new_tokens > 1 and first not in stops and first not in settles
+
+    assert any(map(opens, range(len(inputs)))) == (max_new_tokens > 1)  # open rows, and rows settled at once
+    assert any(p.token_ids and p.token_ids[0] in settles for p in plain)
+    original, calls = generation._generate_rows, []
+
+    def recording(model, ids, *args, **kwargs):
+        calls.append(ids.shape[0])
+        return original(model, ids, *args, **kwargs)
+
+    monkeypatch.setattr(generation, "_generate_rows", recording)
+    runs = {}
+    for route in ("first step", "generate"):
+        if route == "generate":
+            monkeypatch.setattr(generation, "_plain_greedy", lambda config: False)
+        for prefix in (None, SharedPrefix.build(model, head)):
+            calls.clear()
+            out = generate(
+                model, tokenizer, inputs, config, batch_size=batch_size, row_done=row_done, shared_prefix=prefix,
+                token_mass_ids=mass_ids, token_mass_steps=4,
+            ).first()  # fmt: skip
+            runs[route, prefix is None] = out, list(calls)
+    for no_prefix in (True, False):
+        fast, fast_calls = runs["first step", no_prefix]
+        slow, slow_calls = runs["generate", no_prefix]
+        for f, s, p in zip(fast, slow, plain):
+            assert (f.token_ids, f.text, f.finish_reason) == (s.token_ids, s.text, s.finish_reason)
+            assert f.token_mass == pytest.approx(s.token_mass, abs=1e-6)
+            expected = 1 if p.token_ids and p.token_ids[0] in settles else 3
+            if max_new_tokens >= expected and len(p.token_ids) >= expected:
+                assert (f.token_ids, f.finish_reason) == (p.token_ids[:expected], "done")
+        # transformers' generate runs only for a batch's open rows, and not at all for a batch with none
+        assert fast_calls == [n for n in (sum(map(opens, b)) for b in batches) if n]
+        assert slow_calls == [len(b) for b in batches]

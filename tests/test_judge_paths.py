@@ -103,8 +103,8 @@ def test_score_only_trusts_a_safe_first_token(lt):
 
 
 def test_llama_guard_score_only_decodes_only_rows_not_answered_safe(rigged):
-    """A batch whose rows are all answered `safe` costs one forward pass; a batch with an unsafe row decodes on from
-    that pass's KV cache (single-token steps: no row is computed twice)."""
+    """A batch whose rows are all answered `safe` costs one forward pass; in a batch with an unsafe row, only its
+    unsafe rows decode on from that pass's KV cache (single-token steps: no row is computed twice)."""
     model, tokenizer, prompts, responses = rigged
     slow = LlamaGuardJudge(model, tokenizer, judge_mode="decode", shared_prefix=False, batch_size=3)(
         prompts, responses
@@ -129,6 +129,8 @@ def test_llama_guard_score_only_decodes_only_rows_not_answered_safe(rigged):
             assert shapes[start][0] == len(batch) and all(length == 1 for _, length in shapes[start + 1 : stop])
             steps = stop - start - 1  # decoding steps after the first answer token
             assert (steps > 0) == any(slow[i].unsafe for i in batch)
+            unsafe_rows = sum(slow[i].unsafe is True for i in batch)
+            assert all(rows == unsafe_rows for rows, _ in shapes[start + 1 : stop])  # the safe rows are done
 
 
 # -- HarmBench: score-only == decoding -----------------------------------------------------------------------------
