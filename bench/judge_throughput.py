@@ -23,30 +23,34 @@ request in one of four red-team framings) with m = 4 answers each, 279-328 token
 on average within a prefix group (the DP of `prefix_groups` groups prompts of one framing together). Measured on 2
 CPU cores, `--threads 1`, 25% answered unsafe (verdicts/s; x = speed-up over one-by-one decoding):
 
-    default judge (hidden 256, 4 layers)                        batch 1            batch 16
+    default judge (hidden 256, 4 layers)                        batch 1               batch 16
     toy pairs (judge_throughput.json)
-      decode / score-only / + shared prefix / + prefix groups   34.3/43.9/65.9/65.7   45.5/46.4/98.1/98.8  (2.88x)
+      decode / score-only / + shared prefix / + prefix groups   32.0/42.5/62.7/62.7   46.6/50.8/106/109    (3.42x)
     seas pairs (judge_throughput_seas.json)
-      decode / score-only / + shared prefix / + prefix groups   28.8/36.3/50.0/57.7   35.8/36.3/64.7/85.6  (2.98x)
-    decode-bound judge (hidden 64, 2 layers, toy pairs, batch 32; judge_throughput_decode_bound.json)
-      decode / score-only / + shared prefix / + prefix groups   124/179/204/204       310/326/552/548      (4.43x)
+      decode / score-only / + shared prefix / + prefix groups   27.9/37.6/52.1/58.4   36.2/38.7/72.4/96.4  (3.46x)
+    decode-bound judge (hidden 64, 2 layers, toy pairs, batch 32, 3 rounds; judge_throughput_decode_bound.json)
+      decode / score-only / + shared prefix / + prefix groups   123/197/223/223       311/335/607/615      (5.01x)
     random answers (hidden 256, 64 toy pairs; judge_throughput_random.json)
-      decode / score-only / + shared prefix / + prefix groups   5.7/52.5/85.2/85.0    18.6/57.6/138/138    (24.1x)
+      decode / score-only / + shared prefix / + prefix groups   5.7/56.9/98.1/97.4    18.7/58.3/140/140    (24.5x)
 
-Prefix groups give 1.15x (batch 1) and 1.32x (batch 16) over the policy prefix alone on the SEAS-shaped pairs, and
-nothing on pairs without groups (within noise). The >= 5x targets (the default judge against decoding at batch size 1,
-and batched against one-by-one decoding) are NOT met on CPU with guard-like answers: a Llama Guard answer is 3-6
-tokens, so decoding adds little to the prompt's forward pass, which is compute-bound here and of which only the shared
-part is saved (profiled at batch 1: the model's forward passes take about 75% of the time). They are met with the
-random weights' own answers (15x and 24x), where decoding runs to 64 tokens. On a GPU at batch size 1, each decoding
-step costs about a forward pass, so score-only saves most of a safe answer's 3 steps; not measured here. Every path
-gave one-by-one decoding's verdicts and categories in every run (scores within 1e-12; with random answers, see
-`--answers random` below).
+The default judge is 1.96x one-by-one decoding at batch size 1 (toy pairs; 2.09x on SEAS's shape) and 3.42x batched
+(3.46x). Prefix groups give 1.12x (batch 1) and 1.33x (batch 16) over the policy prefix alone on the SEAS-shaped
+pairs, and nothing on pairs without groups (within noise). The batched figures rose from 2.9-3.0x when the score
+path stopped sending settled rows through transformers' `generate` (one plain forward pass; only unsafe rows decode
+on). The >= 5x targets (the default judge against decoding at batch size 1, and batched against one-by-one decoding)
+are NOT met on CPU with guard-like answers, except batched for the decode-bound judge, at the edge (5.01x here; two
+other runs gave 5.0x and 5.8x, the latter with a slower decoding median: shared-CPU noise): a Llama Guard answer is
+3-6 tokens, so decoding adds little to the prompt's forward pass, which is compute-bound here and of which only the
+shared part is saved (profiled at batch 1: the model's forward passes take about 75% of the time). They are met with
+the random weights' own answers (17x and 24x), where decoding runs to 64 tokens. On a GPU at batch size 1, each
+decoding step costs about a forward pass, so score-only saves most of a safe answer's 3 steps; not measured here.
+Every path gave one-by-one decoding's verdicts and categories in every run (scores within 1e-12; with random
+answers, see `--answers random` below).
 
 The decode-bound case (a smaller judge, where per-step overhead dominates as for batch-1 decoding on a GPU):
 
     HF_HUB_OFFLINE=1 /work/main/.venv/bin/python bench/judge_throughput.py --hidden-size 64 --layers 2 \\
-        --batch-size 32 --inputs 100 --rounds 2 --threads 1 \\
+        --batch-size 32 --inputs 100 --rounds 3 --threads 1 \\
         --output bench/results/judge_throughput_decode_bound.json
 
 On a GPU (not measured here), Llama Guard 3 8B's shape with random weights (`--shape-true`: the config of
