@@ -27,14 +27,14 @@ CPU cores, `--threads 1`, 25% answered unsafe (verdicts/s; x = speed-up over one
     toy pairs (judge_throughput.json)
       decode / score-only / + shared prefix / + prefix groups   32.0/42.5/62.7/62.7   46.6/50.8/106/109    (3.42x)
     seas pairs (judge_throughput_seas.json)
-      decode / score-only / + shared prefix / + prefix groups   27.9/37.6/52.1/58.4   36.2/38.7/72.4/96.4  (3.46x)
+      decode / score-only / + shared prefix / + prefix groups   29.3/38.7/54.2/63.9   37.3/40.0/75.7/100   (3.42x)
     decode-bound judge (hidden 64, 2 layers, toy pairs, batch 32, 3 rounds; judge_throughput_decode_bound.json)
       decode / score-only / + shared prefix / + prefix groups   123/197/223/223       311/335/607/615      (5.01x)
     random answers (hidden 256, 64 toy pairs; judge_throughput_random.json)
       decode / score-only / + shared prefix / + prefix groups   5.7/56.9/98.1/97.4    18.7/58.3/140/140    (24.5x)
 
-The default judge is 1.96x one-by-one decoding at batch size 1 (toy pairs; 2.09x on SEAS's shape) and 3.42x batched
-(3.46x). Prefix groups give 1.12x (batch 1) and 1.33x (batch 16) over the policy prefix alone on the SEAS-shaped
+The default judge is 1.96x one-by-one decoding at batch size 1 (toy pairs; 2.18x on SEAS's shape) and 3.42x batched
+(3.42x). Prefix groups give 1.18x (batch 1) and 1.33x (batch 16) over the policy prefix alone on the SEAS-shaped
 pairs, and nothing on pairs without groups (within noise). The batched figures rose from 2.9-3.0x when the score
 path stopped sending settled rows through transformers' `generate` (one plain forward pass; only unsafe rows decode
 on). The >= 5x targets (the default judge against decoding at batch size 1, and batched against one-by-one decoding)

@@ -488,6 +488,7 @@ def generate(
     order, group_lengths = batch_plan(
         inputs,
         shared_prefix,
+        batch_size,
         longest_first=True,
         groups=prefix_groups,
         window=window,

@@ -268,6 +268,7 @@ class SharedPrefix:
 def batch_plan(
     inputs: Sequence[Sequence[int]],
     prefix: SharedPrefix | None,
+    batch_size: int,
     *,
     longest_first: bool,
     groups: bool = True,
@@ -277,25 +278,60 @@ def batch_plan(
     """
     The order in which to batch `inputs` and, per input, how many tokens after the call's prefix its group shares (0
     without groups). Inputs are sorted by the tokens left to compute after the cached ones (`longest_first` or
-    shortest first), and members of a group stay next to each other so that they share batches. Groups are formed only with a `prefix` (see [`SharedPrefix.for_batch`]), and not when a
-    sliding attention `window` could be shorter than a padded row plus `extra_tokens` (new tokens): padding inside the
-    window would count against it.
+    shortest first), and members of a group stay next to each other so that they share batches.
+
+    Groups are used only when they compute fewer tokens, padding included ([`padded_tokens`]), than the same inputs
+    batched by length without them: a group's members whose rests differ much (ShieldGemma's principles of a short
+    conversation) would pad to the longest. They are formed only with a `prefix` (see [`SharedPrefix.for_batch`]),
+    and not when a sliding attention `window` could be shorter than a padded row plus `extra_tokens` (new tokens):
+    padding inside the window would count against it.
     """
     start = len(prefix) if prefix is not None else 0
     longest = max(map(len, inputs), default=0)
+    alone = [([i], 0) for i in range(len(inputs))]
+    plan = _order(inputs, alone, longest_first)
     if prefix is None or not groups or (window is not None and 2 * longest - start + extra_tokens > window):
-        found = [([i], 0) for i in range(len(inputs))]
-    else:
-        found = prefix_groups(inputs, start)
-    # by the tokens each batch row still computes: a group's answers are not padded to a long ungrouped input
+        return plan
+    grouped = _order(inputs, prefix_groups(inputs, start), longest_first)
+    if padded_tokens(inputs, *grouped, start, batch_size) < padded_tokens(inputs, *plan, start, batch_size):
+        return grouped
+    return plan
+
+
+def _order(
+    inputs: Sequence[Sequence[int]], found: list[tuple[list[int], int]], longest_first: bool
+) -> tuple[list[int], list[int]]:
+    """Groups sorted by the tokens their rows still compute (a group's answers are not padded to a long ungrouped
+    input), members by length; the order and each input's shared length."""
     sign = -1 if longest_first else 1
-    found.sort(key=lambda group: sign * (max(len(inputs[i]) for i in group[0]) - group[1]))
+    found = sorted(found, key=lambda group: sign * (max(len(inputs[i]) for i in group[0]) - group[1]))
     order, shared = [], [0] * len(inputs)
     for members, length in found:
         order += sorted(members, key=lambda i: sign * len(inputs[i]))
         for i in members:
             shared[i] = length
     return order, shared
+
+
+def padded_tokens(
+    inputs: Sequence[Sequence[int]], order: Sequence[int], shared: Sequence[int], start: int, batch_size: int
+) -> int:
+    """
+    Tokens the forward passes of a batch plan compute after the call's prefix, padding included: per batch, its
+    distinct group prefixes (padded to the longest, plus a padding row for rows in no group; not again when the
+    previous batch ran them all) and its rows' rests (padded to the longest).
+    """
+    total, previous = 0, set()
+    for k in range(0, len(order), batch_size):
+        rows = order[k : k + batch_size]
+        wanted = {tuple(inputs[i][start : start + shared[i]]) for i in rows}
+        if not any(shared[i] for i in rows):
+            previous = set()
+        elif not wanted <= previous:
+            total += len(wanted) * max(shared[i] for i in rows)
+            previous = wanted
+        total += len(rows) * max(len(inputs[i]) - start - shared[i] for i in rows)
+    return total
 
 
 __all__ = [
@@ -307,6 +343,7 @@ __all__ = [
     "batch_plan",
     "common_prefix_length",
     "fresh_copy",
+    "padded_tokens",
     "padding_limit",
     "prefix_groups",
 ]

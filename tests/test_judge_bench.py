@@ -76,3 +76,22 @@ def test_seas_pairs_are_distinct_with_m_answers_per_prompt():
     assert len(set(zip(*toy))) == 100
     with pytest.raises(SystemExit, match="100 distinct pairs"):  # never cycled: repeats would share whole inputs
         judge_throughput.pairs(101)
+
+
+def test_shieldgemma_groups_bench(tmp_path):
+    """bench/shieldgemma_groups.py at tiny sizes: the same verdicts in every setting, and at batch size 1 the groups
+    compute fewer tokens than the call prefix alone, which computes fewer than no prefix."""
+    spec = importlib.util.spec_from_file_location("shieldgemma_groups", ROOT / "bench" / "shieldgemma_groups.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    threads = torch.get_num_threads()
+    try:
+        result = bench.main(["--inputs", "8", "--rounds", "1", "--hidden-size", "32", "--layers", "1",
+                             "--batch-size", "4", "--device", "cpu", "--output", str(tmp_path / "sg.json")])  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    modes = result["modes"]
+    assert all(m["verdict_mismatches"] == 0 and m["max_score_diff"] < 1e-5 for m in modes.values())
+    tokens = {name: modes[f"{name}@1"]["tokens_computed"] for name in ("no-prefix", "call-prefix", "groups")}
+    assert tokens["groups"] < tokens["call-prefix"] < tokens["no-prefix"]
+    assert result["inputs"]["principles"] == 4 and json.loads((tmp_path / "sg.json").read_text())["modes"] == modes

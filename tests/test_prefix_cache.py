@@ -15,7 +15,14 @@ from transformers import Gemma2Config, Llama4TextConfig, LlamaConfig, MistralCon
 from hf_safety.generation import generate
 from hf_safety.judges import LlamaGuardJudge
 from hf_safety.judges.model_judge import ModelJudge
-from hf_safety.prefix_cache import MIN_GROUP_PREFIX, SharedPrefix, batch_plan, padding_limit, prefix_groups
+from hf_safety.prefix_cache import (
+    MIN_GROUP_PREFIX,
+    SharedPrefix,
+    batch_plan,
+    padded_tokens,
+    padding_limit,
+    prefix_groups,
+)
 from hf_safety.toy import build_tokenizer, tiny_model
 
 
@@ -55,20 +62,41 @@ def test_prefix_groups_partition():
 def test_batch_plan_keeps_groups_together_and_respects_windows():
     head, inputs = grouped_inputs(100)
     prefix = SharedPrefix(head, cache=None)
-    order, shared = batch_plan(inputs, prefix, longest_first=True)
+    order, shared = batch_plan(inputs, prefix, 4, longest_first=True)
     positions = {i: order.index(i) for i in range(len(inputs))}
     for group in ((0, 1, 2), (3, 4, 5), (6, 7, 8)):
-        assert sorted(positions[i] for i in group) == list(
-            range(min(positions[i] for i in group), min(positions[i] for i in group) + 3)
-        )
+        first = min(positions[i] for i in group)
+        assert sorted(positions[i] for i in group) == list(range(first, first + 3))
         assert all(shared[i] == PROMPT for i in group)
     assert sorted(order) == list(range(len(inputs))) and shared[9] == 0
     # no groups without a prefix, when turned off, or when padding could exceed a sliding window
     for kwargs in (dict(prefix=None), dict(groups=False), dict(window=40)):
-        plan = batch_plan(inputs, kwargs.pop("prefix", prefix), longest_first=False, **kwargs)
+        plan = batch_plan(inputs, kwargs.pop("prefix", prefix), 4, longest_first=False, **kwargs)
         assert plan[1] == [0] * len(inputs)
         assert plan[0] == sorted(range(len(inputs)), key=lambda i: len(inputs[i]))  # plain length order
-    assert batch_plan(inputs, prefix, longest_first=False, window=4096)[1] == shared
+    assert batch_plan(inputs, prefix, 4, longest_first=False, window=4096)[1] == shared
+
+
+def test_batch_plan_drops_groups_that_would_pad_more_than_they_save():
+    """ShieldGemma's shape with a short conversation: each pair's inputs share 20 tokens, then a principle of 10 or 60
+    tokens. Grouped, every batch pads its short principles to the long ones; batched by length, the principles of one
+    length go together. Groups are kept only where they compute fewer tokens, padding included."""
+    rng = random.Random(0)
+    head, principles = [1, 2, 3], [[5] * 10, [6] * 60]
+    conversations = [[rng.randrange(10, 99) for _ in range(20)] for _ in range(8)]
+    inputs = [head + conversation + principle for conversation in conversations for principle in principles]
+    prefix = SharedPrefix(head, cache=None)
+    found = prefix_groups(inputs, len(head))
+    assert all(len(members) == 2 and n == 20 for members, n in found)  # the groups exist
+    grouped = ([i for members, _ in found for i in members], [20] * len(inputs))
+    by_length = (sorted(range(len(inputs)), key=lambda i: len(inputs[i])), [0] * len(inputs))
+    cost = {batch_size: (padded_tokens(inputs, *grouped, 3, batch_size), padded_tokens(inputs, *by_length, 3, batch_size))
+            for batch_size in (1, 8)}  # fmt: skip
+    # batch 8, grouped: per batch of 4 pairs, their 4 conversations, then 8 principles padded to 60
+    assert cost[8] == (2 * (4 * 20 + 8 * 60), 8 * 30 + 8 * 80)
+    assert cost[1] == (8 * 20 + 8 * (10 + 60), 8 * 30 + 8 * 80)  # batch 1: each conversation once, no padding
+    assert cost[8][0] > cost[8][1] and batch_plan(inputs, prefix, 8, longest_first=False)[1] == [0] * len(inputs)
+    assert cost[1][0] < cost[1][1] and batch_plan(inputs, prefix, 1, longest_first=False)[1] == [20] * len(inputs)
 
 
 def test_padding_limit_is_the_local_attention_span():

@@ -526,14 +526,13 @@ def tiny_seas_args(output_dir, **overrides):
     return SEASConfig(str(output_dir), **values)
 
 
-def tiny_gemma2(tokenizer, seed=0):
+def tiny_gemma2(tokenizer, seed=0, **overrides):
     """A random tiny Gemma 2 (ShieldGemma's architecture: alternating sliding-window and full attention layers, with
-    ShieldGemma's 4096-token window, longer than the test prompts), float32, eval mode."""
+    ShieldGemma's 4096-token window, longer than the test prompts), float32, eval mode; `overrides` go to the config."""
     import torch
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
-    config = Gemma2Config(
-        vocab_size=len(tokenizer),
+    settings = dict(
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
@@ -542,9 +541,13 @@ def tiny_gemma2(tokenizer, seed=0):
         head_dim=16,
         max_position_embeddings=2048,
         sliding_window=4096,
+    )
+    config = Gemma2Config(
+        vocab_size=len(tokenizer),
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        **{**settings, **overrides},
     )
     torch.manual_seed(seed)
     return Gemma2ForCausalLM(config).eval()

@@ -333,7 +333,12 @@ class ModelJudge(Judge):
         device, pad_id = self._device, self.tokenizer.pad_token_id
         keep_logits = accepts_argument(self.model, "logits_to_keep")
         order, group_lengths = batch_plan(
-            inputs, prefix, longest_first=False, groups=self.prefix_groups, window=padding_limit(self.model)
+            inputs,
+            prefix,
+            self.batch_size,
+            longest_first=False,
+            groups=self.prefix_groups,
+            window=padding_limit(self.model),
         )
         cached = None  # the last batch's cached part (its group pass serves the next batch when it can)
         for start in range(0, len(order), self.batch_size):
