@@ -128,8 +128,8 @@ class HarmBenchJudge(ModelJudge):
             `num_tokens`); `None` disables clipping.
         judge_mode (`str`, defaults to `"score"`): `"score"` (the answer token read from one forward pass) or
             `"decode"` (generated).
-        batch_size (`int`, defaults to `8`), `shared_prefix` (`bool`, defaults to `True`) and loading options: see
-            [`ModelJudge`].
+        batch_size (`int`, defaults to `8`), `shared_prefix` and `prefix_groups` (`bool`, default `True`) and
+            loading options: see [`ModelJudge`].
     """
 
     def __init__(

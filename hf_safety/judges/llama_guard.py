@@ -194,8 +194,8 @@ class LlamaGuardJudge(ModelJudge):
         max_new_tokens (`int`, defaults to `64`): enough for LG3 listing all 14 codes.
         judge_mode (`str`, defaults to `"score"`): `"score"` (one forward pass; only rows not answered `safe` are
             decoded) or `"decode"` (every answer decoded); see the module docstring.
-        batch_size (`int`, defaults to `8`), `shared_prefix` (`bool`, defaults to `True`) and loading options: see
-            [`ModelJudge`].
+        batch_size (`int`, defaults to `8`), `shared_prefix` and `prefix_groups` (`bool`, default `True`) and
+            loading options: see [`ModelJudge`].
     """
 
     def __init__(

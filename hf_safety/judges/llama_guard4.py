@@ -116,7 +116,7 @@ class LlamaGuard4Judge(LlamaGuardJudge):
             `excluded_category_keys`); an answer naming one of them is unknown.
         threshold (`float`, *optional*): if set, `unsafe = score >= threshold` (categories still from the text).
         max_new_tokens (`int`, defaults to `64`), judge_mode (`str`, defaults to `"score"`), batch_size (`int`,
-            defaults to `8`), `shared_prefix` and loading options: see [`LlamaGuardJudge`].
+            defaults to `8`), `shared_prefix`, `prefix_groups` and loading options: see [`LlamaGuardJudge`].
     """
 
     def __init__(

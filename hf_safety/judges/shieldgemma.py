@@ -173,8 +173,8 @@ class ShieldGemmaJudge(ModelJudge):
         threshold (`float`, defaults to `0.5`): `unsafe = P(Yes) >= threshold`.
         judge_mode (`str`, defaults to `"score"`): `"score"` or `"decode"` (see the module docstring).
         max_new_tokens (`int`, defaults to `1`): tokens decoded in `"decode"` mode (the answer word is the first).
-        batch_size (`int`, defaults to `8`), `shared_prefix` (`bool`, defaults to `True`) and loading options: see
-            [`ModelJudge`].
+        batch_size (`int`, defaults to `8`), `shared_prefix` and `prefix_groups` (`bool`, default `True`) and
+            loading options: see [`ModelJudge`].
     """
 
     def __init__(

@@ -158,8 +158,8 @@ class StrongREJECTJudge(ModelJudge):
         max_response_tokens (`int`, *optional*): responses are clipped to this many tokens of the judge's tokenizer;
             defaults to 512 for `"finetuned"` (as upstream) and no clipping for `"rubric"`.
         system_prompt (`str`, *optional*): the rubric's system prompt (default: the package's); `""` for none.
-        batch_size (`int`, defaults to `8`), `shared_prefix` (`bool`, defaults to `True`) and loading options: see
-            [`ModelJudge`].
+        batch_size (`int`, defaults to `8`), `shared_prefix` and `prefix_groups` (`bool`, default `True`) and
+            loading options: see [`ModelJudge`].
     """
 
     def __init__(
