@@ -38,8 +38,10 @@ _APPENDING_LAYERS = (DynamicLayer, DynamicSlidingWindowLayer)
 
 
 def accepts_argument(model: Any, name: str) -> bool:
-    """Whether `model.forward` names the argument `name` (e.g. `logits_to_keep`)."""
-    return name in inspect.signature(model.forward).parameters
+    """Whether `model.forward` names the argument `name` (e.g. `logits_to_keep`); for a PEFT model, its base model's
+    forward (PEFT passes the keyword arguments it does not name through to it)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return name in inspect.signature(base.forward).parameters
 
 
 def common_prefix_length(inputs: Sequence[Sequence[int]]) -> int:

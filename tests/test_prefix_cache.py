@@ -12,7 +12,7 @@ import torch
 from testing_utils import ForwardShapes, GuardAnswers, guard_tokenizer, tiny_gemma2, toy_rows
 from transformers import Gemma2Config, Llama4TextConfig, LlamaConfig, MistralConfig
 
-from hf_safety.generation import generate
+from hf_safety.generation import default_generation_config, generate
 from hf_safety.judges import LlamaGuardJudge
 from hf_safety.judges.model_judge import ModelJudge
 from hf_safety.prefix_cache import (
@@ -232,3 +232,31 @@ def test_llama_guard_verdicts_with_prefix_groups_equal_without(judge_mode):
     assert {v.unsafe for v in verdicts["none"]} == {True, False}
     # the attack prompts are computed once per group and batch, not once per answer
     assert verdicts["groups_tokens"] < verdicts["prefix_tokens"] < verdicts["none_tokens"]
+
+
+def test_a_peft_judge_reads_only_the_last_logits():
+    """A PEFT-wrapped judge (e.g. an evaluator shipped as an adapter) gets `logits_to_keep` through PEFT like a plain
+    model: the first step and the one-pass scores compute the LM head at one position per row, not over the whole
+    input (a full `[rows, length, vocabulary]` tensor), and give the same answers as `generate`."""
+    from peft import LoraConfig, get_peft_model
+
+    from hf_safety.prefix_cache import accepts_argument
+
+    tokenizer = build_tokenizer([" ".join(f"w{i}" for i in range(40))], chat_format="llama3", model="word")
+    model = get_peft_model(
+        tiny_model(tokenizer, "llama", seed=6, hidden_size=32), LoraConfig(r=4, target_modules="all-linear")
+    )
+    assert accepts_argument(model, "logits_to_keep") and not accepts_argument(model, "no_such_argument")
+    head, inputs = grouped_inputs(len(tokenizer), seed=6)
+    widths = []
+    handle = model.get_base_model().lm_head.register_forward_hook(lambda m, args, out: widths.append(out.shape[1]))
+    try:
+        fast = generate(model, tokenizer, inputs, default_generation_config(3), row_done=lambda ids: len(ids) == 2)
+    finally:
+        handle.remove()
+    assert widths and set(widths) == {1}
+    plain = generate(model, tokenizer, inputs, default_generation_config(3)).first()
+    for f, p in zip(fast.first(), plain):
+        assert f.token_ids == p.token_ids[: len(f.token_ids)] and (f.finish_reason == "done") == (
+            len(p.token_ids) >= 2
+        )
