@@ -45,7 +45,7 @@ from transformers import (
 from trl.trainer.utils import pad
 
 from .data import PreferenceRow, tokenize_row
-from .prefix_cache import SharedPrefix, accepts_argument, batch_plan, padding_limit
+from .prefix_cache import SharedPrefix, batch_plan, forward_with_cache, padding_limit, positions_from_mask
 
 
 DEFAULT_MAX_NEW_TOKENS = 256
@@ -222,9 +222,14 @@ class _TokenMassRecorder(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if len(self.masses) < self.steps:
-            probs = torch.softmax(scores.float(), dim=-1)
-            self.masses.append(probs[:, self.token_ids.to(probs.device)].sum(-1).cpu())
+            self.masses.append(_token_mass(scores, self.token_ids))
         return scores
+
+
+def _token_mass(scores: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    """Per row, the softmax probability (float32, whole vocabulary) of the tokens `token_ids`, summed; on the CPU."""
+    probs = torch.softmax(scores.float(), dim=-1)
+    return probs[:, token_ids.to(probs.device)].sum(-1).cpu()
 
 
 class _RowDone(StoppingCriteria):
@@ -337,23 +342,18 @@ def _settle_first_step(
     """
     device = next(model.parameters()).device
     start = cache.get_seq_length() if cache is not None else 0
-    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
-    kwargs: dict[str, Any] = {"cache": cache} if cache is not None else {}
-    if accepts_argument(model, "logits_to_keep"):
-        kwargs["logits_to_keep"] = 1
-    out = model(
-        input_ids=ids[:, start:].to(device),
+    out, cache = forward_with_cache(
+        model,
+        ids[:, start:].to(device),
         attention_mask=mask.to(device),
-        position_ids=positions[:, start:].to(device),
-        use_cache=True,
-        **kwargs,
+        position_ids=positions_from_mask(mask)[:, start:].to(device),
+        **({"cache": cache} if cache is not None else {}),
     )
-    scores = out.logits[:, -1].float()
+    scores = out.logits[:, -1]
     first = scores.argmax(-1).tolist()
-    mass_ids = sorted(set(token_mass_ids or ()))
     first_mass = (
-        torch.softmax(scores, -1)[:, torch.tensor(mass_ids, device=scores.device)].sum(-1).tolist()
-        if mass_ids and token_mass_steps
+        _token_mass(scores, torch.tensor(sorted(set(token_mass_ids)), dtype=torch.long)).tolist()
+        if token_mass_ids and token_mass_steps
         else None
     )
     rows: list[tuple[list[int], int | None, list[float]]] = []
@@ -365,7 +365,6 @@ def _settle_first_step(
         if token not in stops and not done and config.max_new_tokens > 1:
             unsettled.append(r)
     if unsettled:
-        cache = getattr(out, "cache", None) or out.past_key_values
         cache.batch_select_indices(torch.tensor(unsettled, device=device))
         rest = copy.deepcopy(config)
         rest.max_new_tokens = config.max_new_tokens - 1
@@ -505,9 +504,8 @@ def generate(
         for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
             rows = order[start : start + batch_size]
             extra: dict[str, Any] = {}
-            if (
-                shared_prefix is not None
-            ):  # [prefix | group prefix | rest], each left-padded; positions follow the mask
+            if shared_prefix is not None:
+                # [prefix | group prefix | rest], each left-padded; positions follow the mask
                 skip = len(shared_prefix)
                 groups = [list(inputs[i])[skip : skip + group_lengths[i]] for i in rows]
                 cached = shared_prefix.for_batch(model, groups, config.pad_token_id, previous=cached)

@@ -44,6 +44,22 @@ def accepts_argument(model: Any, name: str) -> bool:
     return name in inspect.signature(base.forward).parameters
 
 
+def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that count real tokens only, as transformers' `generate` computes them from an attention mask
+    (padding, which is masked, gets 1): padding anywhere in a row leaves its tokens at their unpadded positions."""
+    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+
+
+@torch.no_grad()
+def forward_with_cache(model: Any, input_ids: torch.Tensor, **kwargs: Any) -> tuple[Any, Cache]:
+    """`model(input_ids, use_cache=True, **kwargs)`, with the LM head at the last position only when the model takes
+    `logits_to_keep`; the output and the KV cache it returns."""
+    if accepts_argument(model, "logits_to_keep"):
+        kwargs.setdefault("logits_to_keep", 1)
+    out = model(input_ids=input_ids, use_cache=True, **kwargs)
+    return out, getattr(out, "cache", None) or out.past_key_values
+
+
 def common_prefix_length(inputs: Sequence[Sequence[int]]) -> int:
     """Length of the longest token prefix all `inputs` share, capped so that every input keeps at least one token of
     its own (the position whose next-token logits are read); 0 for fewer than two inputs."""
@@ -190,9 +206,7 @@ class SharedPrefix:
     def build(cls, model: Any, ids: Sequence[int]) -> SharedPrefix:
         """Runs `model` once over `ids` and keeps its cache."""
         device = next(model.parameters()).device
-        extra = {"logits_to_keep": 1} if accepts_argument(model, "logits_to_keep") else {}
-        out = model(input_ids=torch.tensor([list(ids)], dtype=torch.long, device=device), use_cache=True, **extra)
-        cache = getattr(out, "cache", None) or out.past_key_values
+        _, cache = forward_with_cache(model, torch.tensor([list(ids)], dtype=torch.long, device=device))
         return cls(list(ids), cache)
 
     def __len__(self) -> int:
@@ -244,20 +258,16 @@ class SharedPrefix:
         ids = pad([torch.tensor(x, dtype=torch.long) for x in distinct], pad_id, padding_side="left")
         mask = pad([torch.ones(len(x), dtype=torch.long) for x in distinct], 0, padding_side="left")
         full_mask = torch.cat([torch.ones(len(distinct), n, dtype=torch.long), mask], dim=1)
-        # positions count real tokens (padding takes any: it is masked); the prefix before them keeps padded rows'
-        # queries finite, so the cached padding never holds NaN
-        positions = (full_mask.cumsum(-1) - 1)[:, n:]
+        # the prefix before the padding keeps padded rows' queries finite, so the cached padding never holds NaN
         device = next(model.parameters()).device
-        extra = {"logits_to_keep": 1} if accepts_argument(model, "logits_to_keep") else {}
-        out = model(
-            input_ids=ids.to(device),
+        _, cache = forward_with_cache(
+            model,
+            ids.to(device),
             attention_mask=full_mask.to(device),
-            position_ids=positions.to(device),
+            position_ids=positions_from_mask(full_mask)[:, n:].to(device),
             cache=self.cache_for(len(distinct)),
-            use_cache=True,
-            **extra,
         )
-        return distinct, getattr(out, "cache", None) or out.past_key_values, ids, mask
+        return distinct, cache, ids, mask
 
     def check(self, inputs: Sequence[Sequence[int]]) -> None:
         """Raises `ValueError` unless every input starts with the prefix and has at least one token after it."""
@@ -344,8 +354,10 @@ __all__ = [
     "attention_window",
     "batch_plan",
     "common_prefix_length",
+    "forward_with_cache",
     "fresh_copy",
     "padded_tokens",
     "padding_limit",
+    "positions_from_mask",
     "prefix_groups",
 ]
