@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -309,6 +310,21 @@ def load_model_and_tokenizer(
     if not isinstance(tokenizer, PreTrainedTokenizerBase):
         tokenizer = load_tokenizer(tokenizer or name, trust_remote_code=trust_remote_code, revision=revision)
     return model, tokenizer
+
+
+@contextmanager
+def arguments_set(args: Any, **values: Any) -> Iterator[None]:
+    """Sets attributes of `args` (a trainer's config) for the duration of the block, then gives the user's values back,
+    also on error: for a trainer that loaded its model itself, so that its TRL parent's init neither sees
+    `model_init_kwargs` again (it would warn they are ignored) nor keeps the arguments changed for good."""
+    saved = {key: getattr(args, key) for key in values}
+    for key, value in values.items():
+        setattr(args, key, value)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(args, key, value)
 
 
 def model_name(model: Any) -> str:

@@ -35,7 +35,13 @@ from ..hub.cards import derta_model_card
 from ..hub.metadata import DERTA_FIELDS, card_hyperparameters, is_adapter
 from ..hub.papers import DERTA_PAPER
 from ..hub.trainer import HubPublishingMixin
-from ..models import from_pretrained_4bit_experts, load_tokenizer, quantizes_experts, resolve_model_name
+from ..models import (
+    arguments_set,
+    from_pretrained_4bit_experts,
+    load_tokenizer,
+    quantizes_experts,
+    resolve_model_name,
+)
 from ..prefix_cache import attention_window
 from ..quant import resolve_all_linear
 from .collator import BENIGN, FUSED, HARMFUL_PREFIX, RTO, DeRTaCollator
@@ -207,11 +213,9 @@ class DeRTaTrainer(HubPublishingMixin, SFTTrainer):
         # DeRTa's collator packs each batch itself (every sequence within max_length): SFTTrainer's padding-free
         # checks and collator do not apply. A model loaded above has used `model_init_kwargs` (SFTTrainer would warn
         # that they are ignored). Both are the user's again after SFTTrainer's init.
-        padding_free, args.padding_free = args.padding_free, False
-        model_init_kwargs = args.model_init_kwargs
-        if not isinstance(model, str):
-            args.model_init_kwargs = None
-        try:
+        padding_free = args.padding_free
+        consumed = {} if isinstance(model, str) else {"model_init_kwargs": None}
+        with arguments_set(args, padding_free=False, **consumed):
             super().__init__(
                 model=model,
                 args=args,
@@ -228,9 +232,6 @@ class DeRTaTrainer(HubPublishingMixin, SFTTrainer):
                 preprocess_logits_for_metrics=preprocess_logits_for_metrics,
                 formatting_func=formatting_func,
             )
-        finally:
-            args.padding_free = padding_free
-            args.model_init_kwargs = model_init_kwargs
         self.padding_free = padding_free
         if self._skip_prepare_dataset:  # the user's own `input_ids`/`labels`, used as they are (as SFTTrainer does)
             self.train_dataset = self._contract_from_user_tokens(self.train_dataset, "train")

@@ -25,7 +25,7 @@ from ..hub.cards import seas_model_card
 from ..hub.metadata import DPO_FIELDS, SEAS_FIELDS, card_hyperparameters, is_adapter
 from ..hub.papers import SEAS_PAPER
 from ..hub.trainer import HubPublishingMixin
-from ..models import load_model_and_tokenizer, resolve_model_name
+from ..models import arguments_set, load_model_and_tokenizer, resolve_model_name
 from ..quant import resolve_all_linear
 from .attack import ATTACK_LOG_FEATURES, AttackStats, distinct_ngrams, run_attack_stage
 from .callback import SEASCallback, _RedTeamLogBridge
@@ -240,9 +240,8 @@ class SEASTrainer(HubPublishingMixin, DPOTrainer):
             self.red_team_ref_model = copy.deepcopy(red_team_model).eval().requires_grad_(False)
         self.red_team_model = red_team_model
         # used above by the loader; DPOTrainer gets the loaded models (and would warn that they are ignored)
-        model_init_kwargs, args.model_init_kwargs = args.model_init_kwargs, None
         self._preparing_seed_pool = True
-        try:
+        with arguments_set(args, model_init_kwargs=None):
             super().__init__(
                 model=model,
                 ref_model=ref_model,
@@ -252,8 +251,6 @@ class SEASTrainer(HubPublishingMixin, DPOTrainer):
                 callbacks=callbacks,
                 peft_config=peft_config,
             )
-        finally:
-            args.model_init_kwargs = model_init_kwargs  # the user's arguments are left as they came
         self._preparing_seed_pool = False
         self.seed_pool_dataset = train_dataset
         self.evaluator = None
