@@ -32,6 +32,7 @@ from ..data.loading import DATA_FILE_BUILDERS, is_build_spec, load_rows
 from ..derta import DeRTaConfig, DeRTaTrainer
 from ..models import resolve_model_name
 from ..toy import TOY_DATASET, ToyWorld  # an entry point: importing the toy world registers toy:// names
+from . import end_run
 
 
 logger = hf_logging.get_logger(__name__)
@@ -161,7 +162,7 @@ def main(script_args: ScriptArguments, training_args: DeRTaConfig, model_args: M
         pushed = trainer.push_to_hub(dataset_name=script_args.dataset_name)
         if trainer.is_world_process_zero():
             print(pushed)
-    trainer.end()
+    end_run(trainer)
     return trainer
 
 

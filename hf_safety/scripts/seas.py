@@ -33,6 +33,7 @@ from ..hub import push_dataset, seas_dataset_card
 from ..hub.push import default_staging_dir
 from ..seas import SEASConfig, SEASTrainer
 from ..toy.seas import SEASToyWorld  # an entry point: importing the toy world registers toy:// names and judges
+from . import end_run
 
 
 TOY_SEEDS = "toy://seas-seeds"
@@ -109,6 +110,7 @@ def main(script_args: SEASScriptArguments, training_args: SEASConfig, model_args
         if trainer.is_world_process_zero():
             print(pushed)
             print(push_run_data(trainer, training_args))
+    end_run(trainer)
     return trainer
 
 

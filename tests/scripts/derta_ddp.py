@@ -7,6 +7,7 @@ import torch
 from datasets import Dataset
 
 from hf_safety import DeRTaConfig, DeRTaTrainer
+from hf_safety.scripts import end_run
 from hf_safety.toy import build_tokenizer, tiny_model
 
 
@@ -38,8 +39,7 @@ def main(output_dir: str, per_device_batch: int) -> None:
     trainer.train()
     if trainer.is_world_process_zero():
         torch.save({n: p.detach() for n, p in trainer.model.named_parameters()}, os.path.join(output_dir, "params.pt"))
-    if torch.distributed.is_initialized():  # left to interpreter exit, gloo's threads can abort a rank (SIGABRT)
-        torch.distributed.destroy_process_group()
+    end_run(trainer)  # every rank together (rank 0 has just saved alone): no abort at interpreter exit
 
 
 if __name__ == "__main__":
